@@ -1,0 +1,30 @@
+# dborch: PGXS build of the extension, its pg_regress suites and install scripts.
+EXTENSION = dborch
+EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).control)
+
+MODULE_big = dborch
+OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+
+DATA = $(wildcard sql/$(EXTENSION)--*.sql)
+
+# pg_regress suites: the SQL surface, against a temporary instance that
+# preloads pg_cron and dborch (see test/regress.conf).
+REGRESS = catalog validation idempotency rls upgrade
+REGRESS_OPTS = --temp-instance=$(CURDIR)/tmp_check_regress \
+	--temp-config=$(CURDIR)/test/regress.conf --load-extension=pg_cron
+
+PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
+PG_CPPFLAGS = -I$(shell $(PG_CONFIG) --includedir) -DDBORCH_VERSION=\"$(EXTVERSION)\"
+PG_CFLAGS = -Wall -Werror
+SHLIB_LINK = -L$(shell $(PG_CONFIG) --libdir) -lpq -lhiredis
+
+# No LLVM bitcode: the extension has no hot SQL expressions to JIT, and
+# skipping it removes the clang dependency from the build.
+with_llvm = no
+
+EXTRA_CLEAN = tmp_check_regress results regression.diffs regression.out
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+$(OBJS): $(wildcard src/*.h)

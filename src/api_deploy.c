@@ -1,0 +1,269 @@
+/*
+ * api_deploy.c
+ *		SQL functions on deployments: deploy, wait, destroy, deployment,
+ *		connection_string.  Each validates its input, checks ownership, and
+ *		writes catalog rows; the slow work happens in job workers after the
+ *		transaction commits.
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#include "api.h"
+#include "catalog.h"
+#include "dborch.h"
+#include "deployment.h"
+#include "engine.h"
+#include "spec.h"
+
+PG_FUNCTION_INFO_V1(dborch_deploy);
+PG_FUNCTION_INFO_V1(dborch_wait);
+PG_FUNCTION_INFO_V1(dborch_destroy);
+PG_FUNCTION_INFO_V1(dborch_deployment);
+PG_FUNCTION_INFO_V1(dborch_connection_string);
+
+/* 53400 unless the owner's quotas leave room for one more deployment. */
+static void
+check_quota(const char *owner, int64 memory_bytes)
+{
+	int64		count,
+				memory,
+				max_count,
+				max_memory;
+
+	cat_xact_lock(DBORCH_LOCK_OWNER, owner);
+	cat_owner_usage(owner, &count, &memory);
+	cat_owner_limits(owner, &max_count, &max_memory);
+	if (count + 1 > max_count)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("quota exceeded: role \"%s\" may have at most " INT64_FORMAT " deployments",
+						owner, max_count),
+				 errhint("Destroy a deployment, or ask a dborch_admin member to raise max_deployments in dborch.quotas.")));
+	if (memory + memory_bytes > max_memory)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("quota exceeded: role \"%s\" may use at most " INT64_FORMAT " MB of memory",
+						owner, max_memory / (1024 * 1024)),
+				 errdetail("Its deployments use " INT64_FORMAT " MB; this one asks for " INT64_FORMAT " MB.",
+						   memory / (1024 * 1024), memory_bytes / (1024 * 1024)),
+				 errhint("Ask for less memory, or ask a dborch_admin member to raise max_memory_bytes in dborch.quotas.")));
+}
+
+/*
+ * dborch.deploy(name, engine, options): queue a deployment.  The same name
+ * and spec again returns the existing row (and retries it if it failed);
+ * the same name with another spec is an error.
+ */
+Datum
+dborch_deploy(PG_FUNCTION_ARGS)
+{
+	char	   *name = api_text_arg(fcinfo, 0, "deployment name");
+	char	   *engine_name = api_text_arg(fcinfo, 1, "engine");
+	Jsonb	   *options = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
+	const EngineOps *engine;
+	DeploySpec	spec;
+	ApiCaller	caller;
+	Deployment *d;
+	int64		id;
+	int64		job_id;
+	Datum		row;
+
+	dborch_validate_name("deployment", name);
+	engine = engine_get(engine_name);
+	if (engine == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown engine \"%.60s\"", engine_name),
+				 errhint("Use 'postgres' or 'redis'.")));
+	spec_parse(engine, options, &spec);
+
+	api_enter(&caller);
+	cat_xact_lock(DBORCH_LOCK_NAME, name);
+	d = cat_live_deployment(name);
+	if (d != NULL)
+	{
+		if (!caller.is_admin && strcmp(d->owner, caller.name) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_OBJECT),
+					 errmsg("deployment \"%s\" already exists", name),
+					 errdetail("The name is taken by a deployment of another role.")));
+		if (strcmp(d->engine, engine->name) != 0 || strcmp(d->spec, spec.json) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_OBJECT),
+					 errmsg("deployment \"%s\" already exists with a different spec", name),
+					 errdetail("Existing: %s %s. Requested: %s %s.",
+							   d->engine, d->spec, engine->name, spec.json),
+					 errhint("To change it, remove it with dborch.destroy('%s') and deploy again.", name)));
+		if (strcmp(d->status, "failed") == 0)
+		{
+			/* deploying a failed deployment again retries it */
+			cat_set_deployment_status(d->id, "pending", "failed", NULL);
+			job_id = cat_queue_job("deploy", d->id, d->owner, NULL);
+			cat_event(caller.name, d->id, job_id, "deploy_requested",
+					  "deploy requested again after a failure", NULL);
+			dborch_note_queued_deployment(d->id);
+		}
+		row = cat_deployment_row(d->id);
+		api_leave(&caller);
+		PG_RETURN_DATUM(row);
+	}
+
+	check_quota(caller.name, spec.memory_bytes);
+	id = cat_insert_deployment(name, engine->name, caller.name, spec.environment, spec.json,
+							   spec.memory_bytes, spec.ttl);
+	job_id = cat_queue_job("deploy", id, caller.name, NULL);
+	cat_event(caller.name, id, job_id, "deploy_requested",
+			  psprintf("%s deployment requested", engine->name), spec.json);
+	dborch_note_queued_deployment(id);
+	row = cat_deployment_row(id);
+	api_leave(&caller);
+	PG_RETURN_DATUM(row);
+}
+
+static bool
+is_transitional(const char *status)
+{
+	return strcmp(status, "pending") == 0 || strcmp(status, "provisioning") == 0 ||
+		strcmp(status, "destroying") == 0;
+}
+
+/*
+ * dborch.wait(name, timeout): block until the deployment leaves pending,
+ * provisioning and destroying.  Errors if it failed or on timeout.
+ */
+Datum
+dborch_wait(PG_FUNCTION_ARGS)
+{
+	char	   *name = api_text_arg(fcinfo, 0, "deployment name");
+	int64		timeout_ms;
+	int64		deadline;
+	ApiCaller	caller;
+	Deployment *d;
+	Datum		row;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("timeout must not be null")));
+	timeout_ms = spec_interval_ms(PG_GETARG_INTERVAL_P(1), "timeout");
+	deadline = dborch_now_ms() + timeout_ms;
+
+	api_enter(&caller);
+	d = api_deployment(&caller, name, true);
+	api_check_can_wait(d->id, psprintf("deployment \"%s\"", name));
+
+	api_wait_begin();
+	for (;;)
+	{
+		d = cat_deployment(d->id);
+		if (strcmp(d->status, "failed") == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("deployment \"%s\" failed", name),
+					 errdetail("%s", d->last_error ? d->last_error : "no error recorded")));
+		if (!is_transitional(d->status))
+			break;
+		if (!api_wait_sleep(deadline))
+			ereport(ERROR,
+					(errcode(ERRCODE_QUERY_CANCELED),
+					 errmsg("timed out after " INT64_FORMAT " ms waiting for deployment \"%s\"",
+							timeout_ms, name),
+					 errdetail("It is still %s.", d->status),
+					 errhint("Its progress is in dborch.jobs and dborch.events.")));
+	}
+	api_wait_end();
+	row = cat_deployment_row(d->id);
+	api_leave(&caller);
+	PG_RETURN_DATUM(row);
+}
+
+/*
+ * dborch.destroy(name): queue the removal of the deployment's processes and
+ * data.  Its row (status destroyed) and events stay.
+ */
+Datum
+dborch_destroy(PG_FUNCTION_ARGS)
+{
+	char	   *name = api_text_arg(fcinfo, 0, "deployment name");
+	ApiCaller	caller;
+	Deployment *d;
+	Datum		row;
+
+	api_enter(&caller);
+	cat_xact_lock(DBORCH_LOCK_NAME, name);
+	d = api_deployment(&caller, name, true);
+	if (strcmp(d->status, "destroyed") == 0)
+		ereport(NOTICE, (errmsg("deployment \"%s\" is already destroyed", name)));
+	else
+		deployment_request_destroy(d, caller.name, "destroy requested");
+	row = cat_deployment_row(d->id);
+	api_leave(&caller);
+	PG_RETURN_DATUM(row);
+}
+
+/* dborch.deployment(name): details as jsonb, without credentials. */
+Datum
+dborch_deployment(PG_FUNCTION_ARGS)
+{
+	char	   *name = api_text_arg(fcinfo, 0, "deployment name");
+	ApiCaller	caller;
+	Deployment *d;
+	Datum		details;
+
+	api_enter(&caller);
+	d = api_deployment(&caller, name, true);
+	details = cat_deployment_details(d->id);
+	api_leave(&caller);
+	PG_RETURN_DATUM(details);
+}
+
+/*
+ * dborch.connection_string(name, tenant, intent): a URI with credentials.
+ * intent 'write' is the primary; 'read' is the primary too until replicas
+ * exist.
+ */
+Datum
+dborch_connection_string(PG_FUNCTION_ARGS)
+{
+	char	   *name = api_text_arg(fcinfo, 0, "deployment name");
+	char	   *tenant = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
+	char	   *intent = api_text_arg(fcinfo, 2, "intent");
+	ApiCaller	caller;
+	Deployment *d;
+	Instance   *inst;
+	char	   *password;
+	char	   *uri;
+
+	if (strcmp(intent, "write") != 0 && strcmp(intent, "read") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid intent \"%.60s\"", intent),
+				 errhint("Use 'write' or 'read'.")));
+	if (tenant != NULL)
+		dborch_validate_name("tenant", tenant);
+
+	api_enter(&caller);
+	d = api_deployment(&caller, name, false);
+	if (tenant != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("tenant \"%s\" does not exist in deployment \"%s\"", tenant, name)));
+	if (strcmp(d->status, "ready") != 0 && strcmp(d->status, "degraded") != 0 &&
+		strcmp(d->status, "down") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("deployment \"%s\" is %s", name, d->status),
+				 errhint("Wait for it with dborch.wait('%s').", name)));
+	inst = cat_primary_instance(d->id);
+	password = cat_secret(d->id, "password");
+	if (inst == NULL || password == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("deployment \"%s\" has no running instance", name)));
+	uri = engine_get(d->engine)->connection_string(inst, password);
+	api_leave(&caller);
+	PG_RETURN_TEXT_P(cstring_to_text(uri));
+}

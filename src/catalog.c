@@ -1,0 +1,1018 @@
+/*
+ * catalog.c
+ *		The only code that reads or writes dborch's tables.
+ *
+ * Every statement goes through cat_query(): SPI with text parameters cast
+ * in the SQL ($1::bigint), never SQL built from user text.  Results are
+ * copied into the caller's memory context before SPI_finish.  Functions
+ * here run inside the caller's transaction; workers open one with
+ * cat_begin() and close it with cat_commit().
+ */
+#include "postgres.h"
+
+#include <stdarg.h>
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+
+#include "catalog.h"
+#include "dborch.h"
+
+#define CAT_MAX_ARGS 12
+
+/* ---------------------------------------------------------------------
+ * Generic access
+ * ---------------------------------------------------------------------
+ */
+
+/* Run one statement with text parameters; the result, copied out. */
+static CatResult *
+cat_query_v(const char *sql, int nargs, va_list ap)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	Oid			types[CAT_MAX_ARGS];
+	Datum		values[CAT_MAX_ARGS];
+	char		nulls[CAT_MAX_ARGS];
+	CatResult  *res;
+	int			rc;
+	int			i;
+
+	Assert(nargs <= CAT_MAX_ARGS);
+	for (i = 0; i < nargs; i++)
+	{
+		const char *arg = va_arg(ap, const char *);
+
+		types[i] = TEXTOID;
+		values[i] = arg ? CStringGetTextDatum(arg) : (Datum) 0;
+		nulls[i] = arg ? ' ' : 'n';
+	}
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "dborch: SPI_connect failed");
+	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
+	if (rc < 0)
+		elog(ERROR, "dborch: catalog statement failed: %s", SPI_result_code_string(rc));
+
+	res = MemoryContextAllocZero(caller, sizeof(CatResult));
+	if (SPI_tuptable != NULL)
+	{
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		int			r;
+
+		res->nrows = (int) SPI_processed;
+		res->ncols = desc->natts;
+		res->colnames = MemoryContextAlloc(caller, sizeof(char *) * Max(res->ncols, 1));
+		res->values = MemoryContextAllocZero(caller,
+											 sizeof(char *) * Max(res->nrows * res->ncols, 1));
+		for (i = 0; i < res->ncols; i++)
+			res->colnames[i] = MemoryContextStrdup(caller, NameStr(TupleDescAttr(desc, i)->attname));
+		for (r = 0; r < res->nrows; r++)
+			for (i = 0; i < res->ncols; i++)
+			{
+				char	   *v = SPI_getvalue(SPI_tuptable->vals[r], desc, i + 1);
+
+				if (v != NULL)
+					res->values[r * res->ncols + i] = MemoryContextStrdup(caller, v);
+			}
+	}
+	else
+		res->nrows = (int) SPI_processed;
+	SPI_finish();
+	return res;
+}
+
+CatResult *
+cat_query(const char *sql, int nargs,...)
+{
+	va_list		ap;
+	CatResult  *res;
+
+	va_start(ap, nargs);
+	res = cat_query_v(sql, nargs, ap);
+	va_end(ap);
+	return res;
+}
+
+/* A column of a result row by name; NULL for SQL NULL or no such row. */
+const char *
+cat_value(CatResult *res, int row, const char *column)
+{
+	int			i;
+
+	if (row >= res->nrows)
+		return NULL;
+	for (i = 0; i < res->ncols; i++)
+		if (strcmp(res->colnames[i], column) == 0)
+			return res->values[row * res->ncols + i];
+	elog(ERROR, "dborch: catalog result has no column \"%s\"", column);
+	return NULL;				/* keep compiler quiet */
+}
+
+static int64
+cat_int64(CatResult *res, int row, const char *column)
+{
+	const char *v = cat_value(res, row, column);
+
+	return v ? strtoi64(v, NULL, 10) : 0;
+}
+
+static char *
+cat_str(CatResult *res, int row, const char *column)
+{
+	const char *v = cat_value(res, row, column);
+
+	return v ? pstrdup(v) : NULL;
+}
+
+/*
+ * Run a query returning one value (a row, jsonb, ...) and hand back the
+ * datum itself, copied into the caller's context.  Errors if no row.
+ */
+Datum
+cat_query_datum(const char *sql, int nargs,...)
+{
+	Oid			types[CAT_MAX_ARGS];
+	Datum		values[CAT_MAX_ARGS];
+	char		nulls[CAT_MAX_ARGS];
+	va_list		ap;
+	Datum		result;
+	bool		isnull;
+	int			i;
+
+	va_start(ap, nargs);
+	for (i = 0; i < nargs; i++)
+	{
+		const char *arg = va_arg(ap, const char *);
+
+		types[i] = TEXTOID;
+		values[i] = arg ? CStringGetTextDatum(arg) : (Datum) 0;
+		nulls[i] = arg ? ' ' : 'n';
+	}
+	va_end(ap);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "dborch: SPI_connect failed");
+	if (SPI_execute_with_args(sql, nargs, types, values, nulls, false, 1) < 0 ||
+		SPI_processed != 1)
+		elog(ERROR, "dborch: catalog row not found");
+	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
+		elog(ERROR, "dborch: catalog value is null");
+	result = SPI_datumTransfer(result, false, -1);
+	SPI_finish();
+	return result;
+}
+
+/* An integer member of a JSON object given as text; 0 if absent. */
+int64
+cat_json_int64(const char *json, const char *key)
+{
+	CatResult  *r = cat_query("SELECT ($1::jsonb ->> $2)::bigint AS v", 2, json, key);
+
+	return cat_int64(r, 0, "v");
+}
+
+char *
+cat_i64(int64 value)
+{
+	return psprintf(INT64_FORMAT, value);
+}
+
+/*
+ * Start a worker transaction with a snapshot.  The caller's memory context
+ * stays current, so what catalog calls return outlives the transaction.
+ */
+void
+cat_begin(void)
+{
+	MemoryContext caller = CurrentMemoryContext;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	MemoryContextSwitchTo(caller);
+}
+
+/* Commit a worker transaction and wake whoever waits on dborch state. */
+void
+cat_commit(void)
+{
+	MemoryContext caller = CurrentMemoryContext;
+
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(caller);
+	dborch_broadcast_state_change();
+}
+
+/* ---------------------------------------------------------------------
+ * Locks and identity
+ * ---------------------------------------------------------------------
+ */
+
+/* Transaction-scoped advisory lock on (space, hashtext(key)). */
+void
+cat_xact_lock(int32 space, const char *key)
+{
+	char	   *s = psprintf("%d", space);
+
+	cat_query("SELECT pg_catalog.pg_advisory_xact_lock($1::int4, pg_catalog.hashtext($2))",
+			  2, s, key);
+}
+
+/* Try the transaction-level advisory lock (space, id); true if acquired. */
+bool
+cat_try_xact_lock(int32 space, int64 id)
+{
+	CatResult  *r = cat_query("SELECT pg_catalog.pg_try_advisory_xact_lock($1::int4, $2::int4) AS ok",
+							  2, psprintf("%d", space), cat_i64(id));
+
+	return strcmp(cat_value(r, 0, "ok"), "t") == 0;
+}
+
+/* Try the session-level advisory lock (space, id); true if acquired. */
+bool
+cat_try_session_lock(int32 space, int64 id)
+{
+	CatResult  *r = cat_query("SELECT pg_catalog.pg_try_advisory_lock($1::int4, $2::int4) AS ok",
+							  2, psprintf("%d", space), cat_i64(id));
+
+	return strcmp(cat_value(r, 0, "ok"), "t") == 0;
+}
+
+/* Owner of the dborch tables: the role the API switches to for catalog work. */
+Oid
+cat_owner_oid(void)
+{
+	Oid			nsp = get_namespace_oid("dborch", false);
+	Oid			rel = get_relname_relid("deployments", nsp);
+	HeapTuple	tup;
+	Oid			owner;
+
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(rel));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "dborch: table dborch.deployments not found");
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+/* ---------------------------------------------------------------------
+ * Deployments
+ * ---------------------------------------------------------------------
+ */
+
+#define DEPLOYMENT_COLUMNS \
+	"d.id, d.name, d.engine, d.owner, d.environment, d.spec::text AS spec, " \
+	"d.spec->>'version' AS version, d.memory_bytes, d.status, d.last_error"
+
+static Deployment *
+deployment_from(CatResult *r)
+{
+	Deployment *d;
+
+	if (r->nrows == 0)
+		return NULL;
+	d = palloc0(sizeof(Deployment));
+	d->id = cat_int64(r, 0, "id");
+	d->name = cat_str(r, 0, "name");
+	d->engine = cat_str(r, 0, "engine");
+	d->owner = cat_str(r, 0, "owner");
+	d->environment = cat_str(r, 0, "environment");
+	d->spec = cat_str(r, 0, "spec");
+	d->version = cat_str(r, 0, "version");
+	d->memory_bytes = cat_int64(r, 0, "memory_bytes");
+	d->status = cat_str(r, 0, "status");
+	d->last_error = cat_str(r, 0, "last_error");
+	return d;
+}
+
+/* The deployment of this name that is not destroyed, if any. */
+Deployment *
+cat_live_deployment(const char *name)
+{
+	return deployment_from(cat_query("SELECT " DEPLOYMENT_COLUMNS
+									 " FROM dborch.deployments d"
+									 " WHERE d.name = $1 AND d.status <> 'destroyed'",
+									 1, name));
+}
+
+/* The live deployment of this name, else the last destroyed one. */
+Deployment *
+cat_latest_deployment(const char *name)
+{
+	return deployment_from(cat_query("SELECT " DEPLOYMENT_COLUMNS
+									 " FROM dborch.deployments d WHERE d.name = $1"
+									 " ORDER BY d.status = 'destroyed', d.id DESC LIMIT 1",
+									 1, name));
+}
+
+Deployment *
+cat_deployment(int64 id)
+{
+	return deployment_from(cat_query("SELECT " DEPLOYMENT_COLUMNS
+									 " FROM dborch.deployments d WHERE d.id = $1::bigint",
+									 1, cat_i64(id)));
+}
+
+/* The deployment as a dborch.deployments composite datum. */
+Datum
+cat_deployment_row(int64 id)
+{
+	return cat_query_datum("SELECT d FROM dborch.deployments d WHERE d.id = $1::bigint",
+						   1, cat_i64(id));
+}
+
+int64
+cat_insert_deployment(const char *name, const char *engine, const char *owner,
+					  const char *environment, const char *spec,
+					  int64 memory_bytes, const char *ttl)
+{
+	CatResult  *r;
+
+	r = cat_query("INSERT INTO dborch.deployments"
+				  " (name, engine, owner, environment, spec, memory_bytes, expires_at)"
+				  " VALUES ($1, $2, $3::name, $4, $5::jsonb, $6::bigint,"
+				  "         pg_catalog.now() + $7::interval)"
+				  " RETURNING id",
+				  7, name, engine, owner, environment, spec, cat_i64(memory_bytes), ttl);
+	return cat_int64(r, 0, "id");
+}
+
+/* Deployments and memory an owner holds now (failed and destroyed ones hold nothing). */
+void
+cat_owner_usage(const char *owner, int64 *deployments, int64 *memory_bytes)
+{
+	CatResult  *r = cat_query("SELECT pg_catalog.count(*) AS n,"
+							  " coalesce(pg_catalog.sum(memory_bytes), 0) AS mem"
+							  " FROM dborch.deployments"
+							  " WHERE owner = $1::name AND status NOT IN ('destroyed', 'failed')",
+							  1, owner);
+
+	*deployments = cat_int64(r, 0, "n");
+	*memory_bytes = cat_int64(r, 0, "mem");
+}
+
+/* An owner's limits: its dborch.quotas row, else the GUC defaults. */
+void
+cat_owner_limits(const char *owner, int64 *max_deployments, int64 *max_memory_bytes)
+{
+	CatResult  *r = cat_query("SELECT max_deployments, max_memory_bytes"
+							  " FROM dborch.quotas WHERE owner = $1::name",
+							  1, owner);
+	const char *md = cat_value(r, 0, "max_deployments");
+	const char *mm = cat_value(r, 0, "max_memory_bytes");
+
+	*max_deployments = md ? strtoi64(md, NULL, 10) : dborch_default_max_deployments;
+	*max_memory_bytes = mm ? strtoi64(mm, NULL, 10)
+		: (int64) dborch_default_max_memory_mb * 1024 * 1024;
+}
+
+/*
+ * Set a deployment's status (and last_error when given).  With only_if_in
+ * (a comma-separated list), only from one of those statuses; returns whether
+ * the row changed.
+ */
+bool
+cat_set_deployment_status(int64 id, const char *status, const char *only_if_in,
+						  const char *error)
+{
+	CatResult  *r;
+
+	r = cat_query("UPDATE dborch.deployments SET status = $2, updated_at = pg_catalog.now(),"
+				  " last_error = CASE WHEN $2 = 'failed' THEN coalesce($4, last_error)"
+				  "                   WHEN $2 = 'ready' THEN NULL ELSE last_error END,"
+				  " ready_at = CASE WHEN $2 = 'ready' THEN coalesce(ready_at, pg_catalog.now())"
+				  "                 ELSE ready_at END,"
+				  " destroyed_at = CASE WHEN $2 = 'destroyed' THEN pg_catalog.now()"
+				  "                     ELSE destroyed_at END"
+				  " WHERE id = $1::bigint"
+				  " AND ($3 IS NULL OR status = ANY (pg_catalog.string_to_array($3, ',')))",
+				  4, cat_i64(id), status, only_if_in, error);
+	return r->nrows > 0;
+}
+
+void
+cat_set_deployment_node(int64 id, const char *node)
+{
+	cat_query("UPDATE dborch.deployments SET node = $2, updated_at = pg_catalog.now()"
+			  " WHERE id = $1::bigint",
+			  2, cat_i64(id), node);
+}
+
+/*
+ * Details of a deployment as jsonb: its row, instances with endpoints
+ * (no credentials), and its last job.
+ */
+Datum
+cat_deployment_details(int64 id)
+{
+	return cat_query_datum(
+						   "SELECT pg_catalog.jsonb_build_object("
+						   "  'id', d.id, 'name', d.name, 'engine', d.engine, 'owner', d.owner,"
+						   "  'environment', d.environment, 'status', d.status, 'spec', d.spec,"
+						   "  'node', d.node, 'created_at', d.created_at, 'ready_at', d.ready_at,"
+						   "  'destroyed_at', d.destroyed_at, 'expires_at', d.expires_at,"
+						   "  'last_error', d.last_error,"
+						   "  'instances', coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object("
+						   "      'id', i.id, 'role', i.role, 'node', i.node, 'host', i.host,"
+						   "      'port', i.port, 'pid', i.pid, 'status', i.status,"
+						   "      'data_directory', i.data_directory, 'last_probe_at', i.last_probe_at)"
+						   "      ORDER BY i.id)"
+						   "    FROM dborch.instances i"
+						   "    WHERE i.deployment_id = d.id AND i.status <> 'destroyed'), '[]'),"
+						   "  'endpoints', coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object("
+						   "      'role', i.role, 'host', i.host, 'port', i.port,"
+						   "      'healthy', i.status = 'running') ORDER BY i.id)"
+						   "    FROM dborch.instances i"
+						   "    WHERE i.deployment_id = d.id AND i.status <> 'destroyed'), '[]'),"
+						   "  'health', pg_catalog.jsonb_build_object("
+						   "      'status', d.status,"
+						   "      'instances_running', (SELECT pg_catalog.count(*) FROM dborch.instances i"
+						   "                            WHERE i.deployment_id = d.id AND i.status = 'running'),"
+						   "      'last_probe_at', (SELECT pg_catalog.max(i.last_probe_at) FROM dborch.instances i"
+						   "                        WHERE i.deployment_id = d.id)),"
+						   "  'last_job', (SELECT pg_catalog.jsonb_build_object('id', j.id, 'kind', j.kind,"
+						   "      'state', j.state, 'stage', j.stage, 'attempts', j.attempts,"
+						   "      'error', j.error, 'created_at', j.created_at, 'finished_at', j.finished_at)"
+						   "    FROM dborch.jobs j WHERE j.deployment_id = d.id ORDER BY j.id DESC LIMIT 1))"
+						   " FROM dborch.deployments d WHERE d.id = $1::bigint",
+						   1, cat_i64(id));
+}
+
+/* Live deployments whose TTL has passed, as a list of ids (int64 *). */
+List *
+cat_expired_deployments(void)
+{
+	CatResult  *r = cat_query("SELECT id FROM dborch.deployments"
+							  " WHERE expires_at <= pg_catalog.now()"
+							  " AND status NOT IN ('destroying', 'destroyed')"
+							  " ORDER BY expires_at",
+							  0);
+	List	   *ids = NIL;
+	int			i;
+
+	for (i = 0; i < r->nrows; i++)
+	{
+		int64	   *id = palloc(sizeof(int64));
+
+		*id = cat_int64(r, i, "id");
+		ids = lappend(ids, id);
+	}
+	return ids;
+}
+
+/* ---------------------------------------------------------------------
+ * Jobs
+ * ---------------------------------------------------------------------
+ */
+
+int64
+cat_queue_job(const char *kind, int64 deployment_id, const char *owner, const char *args)
+{
+	CatResult  *r;
+
+	r = cat_query("INSERT INTO dborch.jobs (kind, deployment_id, owner, args, max_attempts)"
+				  " VALUES ($1, $2::bigint, $3::name, coalesce($4::jsonb, '{}'), $5::int)"
+				  " RETURNING id",
+				  5, kind, deployment_id ? cat_i64(deployment_id) : NULL, owner, args,
+				  psprintf("%d", dborch_job_max_attempts));
+	return cat_int64(r, 0, "id");
+}
+
+Job *
+cat_job(int64 id)
+{
+	CatResult  *r = cat_query("SELECT id, kind, deployment_id, owner, args::text AS args, state,"
+							  " stage, attempts, max_attempts, cancel_requested, error"
+							  " FROM dborch.jobs WHERE id = $1::bigint",
+							  1, cat_i64(id));
+	Job		   *j;
+
+	if (r->nrows == 0)
+		return NULL;
+	j = palloc0(sizeof(Job));
+	j->id = cat_int64(r, 0, "id");
+	j->kind = cat_str(r, 0, "kind");
+	j->deployment_id = cat_int64(r, 0, "deployment_id");
+	j->owner = cat_str(r, 0, "owner");
+	j->args = cat_str(r, 0, "args");
+	j->state = cat_str(r, 0, "state");
+	j->stage = cat_str(r, 0, "stage");
+	j->attempts = (int) cat_int64(r, 0, "attempts");
+	j->max_attempts = (int) cat_int64(r, 0, "max_attempts");
+	j->cancel_requested = strcmp(cat_value(r, 0, "cancel_requested"), "t") == 0;
+	j->error = cat_str(r, 0, "error");
+	return j;
+}
+
+Datum
+cat_job_row(int64 id)
+{
+	return cat_query_datum("SELECT j FROM dborch.jobs j WHERE j.id = $1::bigint",
+						   1, cat_i64(id));
+}
+
+/* The id of a queued or running job of this kind for a deployment, or 0. */
+int64
+cat_unfinished_job(int64 deployment_id, const char *kind)
+{
+	CatResult  *r = cat_query("SELECT id FROM dborch.jobs WHERE deployment_id = $1::bigint"
+							  " AND kind = $2 AND state IN ('queued', 'running')"
+							  " ORDER BY id DESC LIMIT 1",
+							  2, cat_i64(deployment_id), kind);
+
+	return r->nrows ? cat_int64(r, 0, "id") : 0;
+}
+
+/* Cancel a deployment's queued jobs and ask its running ones to stop. */
+void
+cat_cancel_unfinished_jobs(int64 deployment_id)
+{
+	cat_query("UPDATE dborch.jobs SET"
+			  " state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END,"
+			  " finished_at = CASE WHEN state = 'queued' THEN pg_catalog.clock_timestamp() END,"
+			  " cancel_requested = true, updated_at = pg_catalog.clock_timestamp()"
+			  " WHERE deployment_id = $1::bigint AND state IN ('queued', 'running')",
+			  1, cat_i64(deployment_id));
+}
+
+/* Cancel one job: queued ones at once, running ones at their next stage. */
+bool
+cat_cancel_job(int64 id)
+{
+	CatResult  *r = cat_query("UPDATE dborch.jobs SET"
+							  " state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END,"
+							  " finished_at = CASE WHEN state = 'queued' THEN pg_catalog.clock_timestamp() END,"
+							  " cancel_requested = true, updated_at = pg_catalog.clock_timestamp()"
+							  " WHERE id = $1::bigint AND state IN ('queued', 'running')"
+							  " RETURNING id",
+							  1, cat_i64(id));
+
+	return r->nrows > 0;
+}
+
+/*
+ * Claim up to limit due jobs for the launcher: the oldest unfinished job of
+ * each deployment only, so a deployment's jobs run one at a time, in order.
+ * Returns a list of ClaimedJob.
+ */
+List *
+cat_claim_jobs(int limit)
+{
+	CatResult  *r;
+	List	   *claimed = NIL;
+	int			i;
+
+	r = cat_query("WITH c AS ("
+				  "  SELECT j.id FROM dborch.jobs j"
+				  "  WHERE j.state = 'queued' AND j.not_before <= pg_catalog.clock_timestamp()"
+				  "  AND NOT EXISTS (SELECT 1 FROM dborch.jobs e"
+				  "                  WHERE e.deployment_id = j.deployment_id AND e.id < j.id"
+				  "                  AND e.state IN ('queued', 'running'))"
+				  "  ORDER BY j.not_before, j.id LIMIT $1::int"
+				  "  FOR UPDATE SKIP LOCKED)"
+				  " UPDATE dborch.jobs j SET state = 'running', attempts = j.attempts + 1,"
+				  "   worker_pid = NULL, started_at = coalesce(j.started_at, pg_catalog.clock_timestamp()),"
+				  "   updated_at = pg_catalog.clock_timestamp()"
+				  " FROM c WHERE j.id = c.id"
+				  " RETURNING j.id, j.attempts",
+				  1, psprintf("%d", limit));
+	for (i = 0; i < r->nrows; i++)
+	{
+		ClaimedJob *c = palloc(sizeof(ClaimedJob));
+
+		c->id = cat_int64(r, i, "id");
+		c->attempt = (int) cat_int64(r, i, "attempts");
+		claimed = lappend(claimed, c);
+	}
+	return claimed;
+}
+
+/* Give back a claimed job that could not be started (no worker slot). */
+void
+cat_unclaim_job(int64 id)
+{
+	cat_query("UPDATE dborch.jobs SET state = 'queued', attempts = attempts - 1,"
+			  " updated_at = pg_catalog.clock_timestamp()"
+			  " WHERE id = $1::bigint AND state = 'running'",
+			  1, cat_i64(id));
+}
+
+/*
+ * A job worker's check that the job is still its own (running, same
+ * attempt), recording its pid.  The worker holds the job's advisory lock.
+ */
+bool
+cat_job_mine(int64 id, int attempt, int pid)
+{
+	CatResult  *r = cat_query("UPDATE dborch.jobs SET worker_pid = $3::int,"
+							  " updated_at = pg_catalog.clock_timestamp()"
+							  " WHERE id = $1::bigint AND state = 'running' AND attempts = $2::int"
+							  " RETURNING id",
+							  3, cat_i64(id), psprintf("%d", attempt), psprintf("%d", pid));
+
+	return r->nrows > 0;
+}
+
+/* Record the stage a job enters; false if the job was asked to stop. */
+bool
+cat_job_enter_stage(int64 id, const char *stage)
+{
+	CatResult  *r = cat_query("UPDATE dborch.jobs SET stage = $2,"
+							  " updated_at = pg_catalog.clock_timestamp()"
+							  " WHERE id = $1::bigint RETURNING cancel_requested",
+							  2, cat_i64(id), stage);
+
+	return strcmp(cat_value(r, 0, "cancel_requested"), "f") == 0;
+}
+
+void
+cat_job_finish(int64 id, const char *state, const char *error)
+{
+	cat_query("UPDATE dborch.jobs SET state = $2, error = $3, worker_pid = NULL,"
+			  " finished_at = pg_catalog.clock_timestamp(),"
+			  " updated_at = pg_catalog.clock_timestamp()"
+			  " WHERE id = $1::bigint",
+			  3, cat_i64(id), state, error);
+}
+
+/*
+ * Put a failed attempt back in the queue, due after delay_ms.  The next
+ * attempt starts again at the first stage: stages are idempotent, and a
+ * failure may have undone an earlier stage's work (an instance that died).
+ */
+void
+cat_job_retry(int64 id, const char *error, int delay_ms)
+{
+	cat_query("UPDATE dborch.jobs SET state = 'queued', error = $2, worker_pid = NULL, stage = NULL,"
+			  " not_before = pg_catalog.clock_timestamp()"
+			  "              + pg_catalog.make_interval(secs => $3::float8 / 1000),"
+			  " updated_at = pg_catalog.clock_timestamp()"
+			  " WHERE id = $1::bigint",
+			  3, cat_i64(id), error, psprintf("%d", delay_ms));
+}
+
+/* Ids of jobs in state running (int64 *). */
+List *
+cat_running_jobs(void)
+{
+	CatResult  *r = cat_query("SELECT id FROM dborch.jobs WHERE state = 'running' ORDER BY id", 0);
+	List	   *ids = NIL;
+	int			i;
+
+	for (i = 0; i < r->nrows; i++)
+	{
+		int64	   *id = palloc(sizeof(int64));
+
+		*id = cat_int64(r, i, "id");
+		ids = lappend(ids, id);
+	}
+	return ids;
+}
+
+/*
+ * A running job whose worker is gone: queue it again to resume at its
+ * recorded stage.  With attempt >= 0, only if it is still that attempt.
+ * Returns whether the job was requeued.
+ */
+bool
+cat_requeue_orphan(int64 id, int attempt)
+{
+	CatResult  *r = cat_query("UPDATE dborch.jobs SET state = 'queued', worker_pid = NULL,"
+							  " error = coalesce(error, 'its worker exited unexpectedly'),"
+							  " not_before = pg_catalog.clock_timestamp(),"
+							  " updated_at = pg_catalog.clock_timestamp()"
+							  " WHERE id = $1::bigint AND state = 'running'"
+							  " AND ($2::int < 0 OR attempts = $2::int)"
+							  " RETURNING id",
+							  2, cat_i64(id), psprintf("%d", attempt));
+
+	return r->nrows > 0;
+}
+
+/*
+ * Milliseconds until the launcher has something to do: the next queued job
+ * that may run (not behind another job of its deployment) or TTL expiry.
+ * -1 when nothing is scheduled.
+ */
+int64
+cat_next_due_ms(void)
+{
+	CatResult  *r = cat_query("SELECT pg_catalog.ceil(1000 * extract(epoch FROM"
+							  "   LEAST("
+							  "     (SELECT pg_catalog.min(j.not_before) FROM dborch.jobs j"
+							  "      WHERE j.state = 'queued'"
+							  "      AND NOT EXISTS (SELECT 1 FROM dborch.jobs e"
+							  "                      WHERE e.deployment_id = j.deployment_id AND e.id < j.id"
+							  "                      AND e.state IN ('queued', 'running'))),"
+							  "     (SELECT pg_catalog.min(expires_at) FROM dborch.deployments"
+							  "      WHERE expires_at IS NOT NULL"
+							  "      AND status NOT IN ('destroying', 'destroyed')))"
+							  "   - pg_catalog.clock_timestamp()))::bigint AS ms",
+							  0);
+	const char *v = cat_value(r, 0, "ms");
+
+	if (v == NULL)
+		return -1;
+	return Max(strtoi64(v, NULL, 10), 0);
+}
+
+/* ---------------------------------------------------------------------
+ * Events
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Append an event.  Owner and deployment name are taken from the deployment
+ * row.  Callers never pass a secret in message or detail.
+ */
+void
+cat_event(const char *actor, int64 deployment_id, int64 job_id,
+		  const char *kind, const char *message, const char *detail)
+{
+	cat_query("INSERT INTO dborch.events"
+			  " (actor, owner, deployment, deployment_id, job_id, kind, message, detail)"
+			  " SELECT $1, d.owner, d.name, k.id, $3::bigint, $4, $5, coalesce($6::jsonb, '{}')"
+			  " FROM (SELECT $2::bigint AS id) k"
+			  " LEFT JOIN dborch.deployments d ON d.id = k.id",
+			  6, actor, deployment_id ? cat_i64(deployment_id) : NULL,
+			  job_id ? cat_i64(job_id) : NULL, kind, message, detail);
+}
+
+/* ---------------------------------------------------------------------
+ * Instances
+ * ---------------------------------------------------------------------
+ */
+
+#define INSTANCE_QUERY \
+	"SELECT i.id, i.deployment_id, d.name AS deployment_name, d.engine," \
+	" d.spec->>'version' AS version, i.role, i.host, i.port, i.data_directory," \
+	" i.pid, i.status, d.memory_bytes" \
+	" FROM dborch.instances i JOIN dborch.deployments d ON d.id = i.deployment_id"
+
+static Instance *
+instance_from(CatResult *r, int row)
+{
+	Instance   *i = palloc0(sizeof(Instance));
+
+	i->id = cat_int64(r, row, "id");
+	i->deployment_id = cat_int64(r, row, "deployment_id");
+	i->deployment_name = cat_str(r, row, "deployment_name");
+	i->engine = cat_str(r, row, "engine");
+	i->version = cat_str(r, row, "version");
+	i->role = cat_str(r, row, "role");
+	i->host = cat_str(r, row, "host");
+	i->port = (int) cat_int64(r, row, "port");
+	i->directory = cat_str(r, row, "data_directory");
+	i->pid = (int) cat_int64(r, row, "pid");
+	i->status = cat_str(r, row, "status");
+	i->memory_bytes = cat_int64(r, row, "memory_bytes");
+	return i;
+}
+
+static List *
+instances_from(CatResult *r)
+{
+	List	   *list = NIL;
+	int			i;
+
+	for (i = 0; i < r->nrows; i++)
+		list = lappend(list, instance_from(r, i));
+	return list;
+}
+
+/* The live primary instance of a deployment, or NULL. */
+Instance *
+cat_primary_instance(int64 deployment_id)
+{
+	CatResult  *r = cat_query(INSTANCE_QUERY
+							  " WHERE i.deployment_id = $1::bigint AND i.role = 'primary'"
+							  " AND i.status <> 'destroyed' ORDER BY i.id LIMIT 1",
+							  1, cat_i64(deployment_id));
+
+	return r->nrows ? instance_from(r, 0) : NULL;
+}
+
+/* Every instance of a deployment that is not destroyed. */
+List *
+cat_live_instances(int64 deployment_id)
+{
+	return instances_from(cat_query(INSTANCE_QUERY
+									" WHERE i.deployment_id = $1::bigint"
+									" AND i.status <> 'destroyed' ORDER BY i.id",
+									1, cat_i64(deployment_id)));
+}
+
+/* Instances that should be running: checked by the launcher at start. */
+List *
+cat_running_instances(void)
+{
+	return instances_from(cat_query(INSTANCE_QUERY
+									" WHERE i.status = 'running' ORDER BY i.id", 0));
+}
+
+/*
+ * Create the instance row of a deployment with the lowest port of
+ * [low_port, high_port] that no live instance holds and that nothing else
+ * on this host has bound.  The partial unique index on (node, port) settles
+ * races between concurrent jobs.  The directory is <root>/instances/<name>-<id>.
+ */
+Instance *
+cat_create_instance(int64 deployment_id, const char *host, int low_port, int high_port)
+{
+	int			after = low_port - 1;
+
+	for (;;)
+	{
+		CatResult  *r;
+		int			port;
+
+		r = cat_query("SELECT pg_catalog.min(p) AS port"
+					  " FROM pg_catalog.generate_series($1::int, $2::int) p"
+					  " WHERE NOT EXISTS (SELECT 1 FROM dborch.instances i"
+					  "   WHERE i.node = 'local' AND i.port = p AND i.status <> 'destroyed')",
+					  2, psprintf("%d", after + 1), psprintf("%d", high_port));
+		if (cat_value(r, 0, "port") == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("no free port left in dborch.port_range %d-%d", low_port, high_port)));
+		port = (int) cat_int64(r, 0, "port");
+		after = port;
+		if (dborch_port_in_use(host, port))
+			continue;
+
+		r = cat_query("INSERT INTO dborch.instances"
+					  " (id, deployment_id, host, port, data_directory) OVERRIDING SYSTEM VALUE"
+					  " SELECT n.id, d.id, $2, $3::int, $4 || '/instances/' || d.name || '-' || n.id"
+					  " FROM dborch.deployments d,"
+					  "   (SELECT pg_catalog.nextval(pg_catalog.pg_get_serial_sequence("
+					  "      'dborch.instances', 'id')) AS id) n"
+					  " WHERE d.id = $1::bigint"
+					  " ON CONFLICT (node, port) WHERE status <> 'destroyed' DO NOTHING"
+					  " RETURNING id",
+					  4, cat_i64(deployment_id), host, psprintf("%d", port), dborch_data_root());
+		if (r->nrows == 1)
+		{
+			CatResult  *ir = cat_query(INSTANCE_QUERY " WHERE i.id = $1::bigint",
+									   1, cat_value(r, 0, "id"));
+
+			return instance_from(ir, 0);
+		}
+	}
+}
+
+/* Set an instance's status, and its pid when pid >= 0. */
+void
+cat_set_instance_status(int64 id, const char *status, int pid)
+{
+	cat_query("UPDATE dborch.instances SET status = $2,"
+			  " pid = CASE WHEN $3::int >= 0 THEN $3::int ELSE pid END,"
+			  " updated_at = pg_catalog.now()"
+			  " WHERE id = $1::bigint",
+			  3, cat_i64(id), status, psprintf("%d", pid));
+}
+
+/* ---------------------------------------------------------------------
+ * Secrets
+ * ---------------------------------------------------------------------
+ */
+
+void
+cat_set_secret(int64 deployment_id, const char *name, const char *value)
+{
+	cat_query("INSERT INTO dborch.secrets (deployment_id, name, owner, value)"
+			  " SELECT d.id, $2, d.owner, $3 FROM dborch.deployments d WHERE d.id = $1::bigint"
+			  " ON CONFLICT (deployment_id, name) DO UPDATE SET value = excluded.value",
+			  3, cat_i64(deployment_id), name, value);
+}
+
+char *
+cat_secret(int64 deployment_id, const char *name)
+{
+	CatResult  *r = cat_query("SELECT value FROM dborch.secrets"
+							  " WHERE deployment_id = $1::bigint AND name = $2",
+							  2, cat_i64(deployment_id), name);
+
+	return r->nrows ? cat_str(r, 0, "value") : NULL;
+}
+
+void
+cat_delete_secrets(int64 deployment_id)
+{
+	cat_query("DELETE FROM dborch.secrets WHERE deployment_id = $1::bigint",
+			  1, cat_i64(deployment_id));
+}
+
+/* ---------------------------------------------------------------------
+ * Warm pool
+ * ---------------------------------------------------------------------
+ */
+
+/* Insert a pool entry in state building, with its directory and password. */
+int64
+cat_pool_reserve(const char *version, const char *root)
+{
+	CatResult  *r;
+
+	r = cat_query("INSERT INTO dborch.warm_pool (id, version, directory, password)"
+				  " OVERRIDING SYSTEM VALUE"
+				  " SELECT n.id, $1, $2 || '/pool/' || n.id, $3"
+				  " FROM (SELECT pg_catalog.nextval(pg_catalog.pg_get_serial_sequence("
+				  "         'dborch.warm_pool', 'id')) AS id) n"
+				  " RETURNING id",
+				  3, version, root, dborch_random_password(32));
+	return cat_int64(r, 0, "id");
+}
+
+/*
+ * Claim a ready pool entry for an instance; its directory and password are
+ * returned.  false if the pool is empty.
+ */
+bool
+cat_pool_claim(int64 instance_id, const char *version, char **directory, char **password)
+{
+	CatResult  *r;
+
+	r = cat_query("UPDATE dborch.warm_pool SET status = 'claimed', claimed_by = $1::bigint"
+				  " WHERE id = (SELECT id FROM dborch.warm_pool"
+				  "             WHERE status = 'ready' AND version = $2"
+				  "             ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)"
+				  " RETURNING directory, password",
+				  2, cat_i64(instance_id), version);
+	if (r->nrows == 0)
+		return false;
+	*directory = cat_str(r, 0, "directory");
+	*password = cat_str(r, 0, "password");
+	return true;
+}
+
+/* The pool entry an instance claimed, if one is still recorded. */
+bool
+cat_pool_claimed_by(int64 instance_id, char **directory)
+{
+	CatResult  *r = cat_query("SELECT directory FROM dborch.warm_pool WHERE claimed_by = $1::bigint",
+							  1, cat_i64(instance_id));
+
+	if (r->nrows == 0)
+		return false;
+	*directory = cat_str(r, 0, "directory");
+	return true;
+}
+
+void
+cat_pool_set_ready(int64 id)
+{
+	cat_query("UPDATE dborch.warm_pool SET status = 'ready' WHERE id = $1::bigint",
+			  1, cat_i64(id));
+}
+
+void
+cat_pool_delete(int64 id)
+{
+	cat_query("DELETE FROM dborch.warm_pool WHERE id = $1::bigint", 1, cat_i64(id));
+}
+
+void
+cat_pool_delete_claimed(int64 instance_id)
+{
+	cat_query("DELETE FROM dborch.warm_pool WHERE claimed_by = $1::bigint",
+			  1, cat_i64(instance_id));
+}
+
+bool
+cat_pool_entry(int64 id, char **directory, char **password)
+{
+	CatResult  *r = cat_query("SELECT directory, password FROM dborch.warm_pool"
+							  " WHERE id = $1::bigint",
+							  1, cat_i64(id));
+
+	if (r->nrows == 0)
+		return false;
+	*directory = cat_str(r, 0, "directory");
+	*password = cat_str(r, 0, "password");
+	return true;
+}
+
+/*
+ * Should the launcher start building one more pool entry?  Only one is
+ * built at a time, so refilling never crowds out deploys.
+ */
+bool
+cat_pool_needs_entry(int size)
+{
+	CatResult  *r = cat_query("SELECT pg_catalog.count(*) FILTER (WHERE status = 'building') AS building,"
+							  " pg_catalog.count(*) FILTER (WHERE status = 'ready') AS ready"
+							  " FROM dborch.warm_pool",
+							  0);
+
+	return cat_int64(r, 0, "building") == 0 && cat_int64(r, 0, "ready") < size;
+}

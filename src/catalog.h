@@ -1,0 +1,150 @@
+/*
+ * catalog.h
+ *		The only interface to dborch's tables.  Every statement is
+ *		parameterized; no SQL is ever built from user text.
+ */
+#ifndef DBORCH_CATALOG_H
+#define DBORCH_CATALOG_H
+
+#include "postgres.h"
+
+#include "nodes/pg_list.h"
+
+/* Result of a catalog query, copied out of SPI into the caller's context. */
+typedef struct CatResult
+{
+	int			nrows;
+	int			ncols;
+	char	  **colnames;
+	char	  **values;			/* nrows * ncols, NULL for SQL NULL */
+} CatResult;
+
+typedef struct Deployment
+{
+	int64		id;
+	char	   *name;
+	char	   *engine;
+	char	   *owner;
+	char	   *environment;
+	char	   *spec;			/* jsonb as text */
+	char	   *version;
+	int64		memory_bytes;
+	char	   *status;
+	char	   *last_error;
+} Deployment;
+
+typedef struct Instance
+{
+	int64		id;
+	int64		deployment_id;
+	char	   *deployment_name;
+	char	   *engine;
+	char	   *version;
+	char	   *role;
+	char	   *host;
+	int			port;
+	char	   *directory;		/* the instance's own directory */
+	int			pid;
+	char	   *status;
+	int64		memory_bytes;
+} Instance;
+
+typedef struct Job
+{
+	int64		id;
+	char	   *kind;
+	int64		deployment_id;	/* 0 when none */
+	char	   *owner;
+	char	   *args;			/* jsonb as text */
+	char	   *state;
+	char	   *stage;			/* NULL before the first stage */
+	int			attempts;
+	int			max_attempts;
+	bool		cancel_requested;
+	char	   *error;
+} Job;
+
+typedef struct ClaimedJob
+{
+	int64		id;
+	int			attempt;
+} ClaimedJob;
+
+/* generic access */
+extern CatResult *cat_query(const char *sql, int nargs, ...);
+extern const char *cat_value(CatResult *res, int row, const char *column);
+extern Datum cat_query_datum(const char *sql, int nargs, ...);
+extern char *cat_i64(int64 value);
+extern int64 cat_json_int64(const char *json, const char *key);
+extern void cat_begin(void);
+extern void cat_commit(void);
+
+/* locks and identity */
+extern void cat_xact_lock(int32 space, const char *key);
+extern bool cat_try_session_lock(int32 space, int64 id);
+extern bool cat_try_xact_lock(int32 space, int64 id);
+extern Oid	cat_owner_oid(void);
+
+/* deployments */
+extern Deployment *cat_live_deployment(const char *name);
+extern Deployment *cat_latest_deployment(const char *name);
+extern Deployment *cat_deployment(int64 id);
+extern Datum cat_deployment_row(int64 id);
+extern int64 cat_insert_deployment(const char *name, const char *engine, const char *owner,
+								   const char *environment, const char *spec,
+								   int64 memory_bytes, const char *ttl);
+extern void cat_owner_usage(const char *owner, int64 *deployments, int64 *memory_bytes);
+extern void cat_owner_limits(const char *owner, int64 *max_deployments, int64 *max_memory_bytes);
+extern bool cat_set_deployment_status(int64 id, const char *status, const char *only_if_in,
+									  const char *error);
+extern void cat_set_deployment_node(int64 id, const char *node);
+extern Datum cat_deployment_details(int64 id);
+extern List *cat_expired_deployments(void);
+
+/* jobs */
+extern int64 cat_queue_job(const char *kind, int64 deployment_id, const char *owner,
+						   const char *args);
+extern Job *cat_job(int64 id);
+extern Datum cat_job_row(int64 id);
+extern int64 cat_unfinished_job(int64 deployment_id, const char *kind);
+extern void cat_cancel_unfinished_jobs(int64 deployment_id);
+extern bool cat_cancel_job(int64 id);
+extern List *cat_claim_jobs(int limit);
+extern void cat_unclaim_job(int64 id);
+extern bool cat_job_mine(int64 id, int attempt, int pid);
+extern bool cat_job_enter_stage(int64 id, const char *stage);
+extern void cat_job_finish(int64 id, const char *state, const char *error);
+extern void cat_job_retry(int64 id, const char *error, int delay_ms);
+extern List *cat_running_jobs(void);
+extern bool cat_requeue_orphan(int64 id, int attempt);
+extern int64 cat_next_due_ms(void);
+
+/* events */
+extern void cat_event(const char *actor, int64 deployment_id, int64 job_id,
+					  const char *kind, const char *message, const char *detail);
+
+/* instances */
+extern Instance *cat_primary_instance(int64 deployment_id);
+extern List *cat_live_instances(int64 deployment_id);
+extern List *cat_running_instances(void);
+extern Instance *cat_create_instance(int64 deployment_id, const char *host,
+									 int low_port, int high_port);
+extern void cat_set_instance_status(int64 id, const char *status, int pid);
+
+/* secrets */
+extern void cat_set_secret(int64 deployment_id, const char *name, const char *value);
+extern char *cat_secret(int64 deployment_id, const char *name);
+extern void cat_delete_secrets(int64 deployment_id);
+
+/* warm pool */
+extern int64 cat_pool_reserve(const char *version, const char *root);
+extern bool cat_pool_claim(int64 instance_id, const char *version, char **directory,
+						   char **password);
+extern bool cat_pool_claimed_by(int64 instance_id, char **directory);
+extern void cat_pool_set_ready(int64 id);
+extern void cat_pool_delete(int64 id);
+extern void cat_pool_delete_claimed(int64 instance_id);
+extern bool cat_pool_entry(int64 id, char **directory, char **password);
+extern bool cat_pool_needs_entry(int size);
+
+#endif							/* DBORCH_CATALOG_H */

@@ -1,0 +1,439 @@
+/*
+ * dborch.c
+ *		Module entry point: _PG_init, every GUC (alphabetical), the shared
+ *		memory area, the launcher's registration, the commit-time wake-up of
+ *		the launcher, and the check that the library matches the installed
+ *		SQL version.
+ */
+#include "postgres.h"
+
+#include <arpa/inet.h>
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/indexing.h"
+#include "catalog/pg_extension.h"
+#include "commands/extension.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "postmaster/bgworker.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+
+#include "dborch.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+/* GUC variables */
+char	   *dborch_data_directory = NULL;
+char	   *dborch_database = NULL;
+int			dborch_default_max_deployments = 20;
+int			dborch_default_max_memory_mb = 4096;
+char	   *dborch_initdb_path = NULL;
+int			dborch_job_max_attempts = 3;
+char	   *dborch_listen_address = NULL;
+int			dborch_max_job_workers = 4;
+char	   *dborch_pause_at_stage = NULL;
+char	   *dborch_pg_ctl_path = NULL;
+static char *dborch_port_range = NULL;
+int			dborch_port_range_low = 20000;
+int			dborch_port_range_high = 29999;
+char	   *dborch_redis_server_path = NULL;
+int			dborch_start_timeout_ms = 60000;
+int			dborch_warm_pool_size = 2;
+
+DborchShared *dborch_shared = NULL;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* Backend-local state of the current transaction. */
+static bool wake_at_commit = false;
+static List *queued_deployments = NIL;	/* int64 ids, in TopTransactionContext */
+
+static bool check_listen_address(char **newval, void **extra, GucSource source);
+static bool check_port_range(char **newval, void **extra, GucSource source);
+static void assign_port_range(const char *newval, void *extra);
+static void define_gucs(void);
+static void register_launcher(void);
+static void dborch_shmem_request(void);
+static void dborch_shmem_startup(void);
+static void dborch_xact_callback(XactEvent event, void *arg);
+
+/*
+ * Module load: refuse unless preloaded, then define GUCs, request shared
+ * memory and register the launcher.
+ */
+void
+_PG_init(void)
+{
+	if (!process_shared_preload_libraries_in_progress)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("dborch must be loaded via shared_preload_libraries"),
+				 errhint("Add dborch to shared_preload_libraries (after pg_cron) and restart the server.")));
+
+	define_gucs();
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = dborch_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = dborch_shmem_startup;
+
+	RegisterXactCallback(dborch_xact_callback, NULL);
+	register_launcher();
+}
+
+/* Every GUC of dborch, in alphabetical order. */
+static void
+define_gucs(void)
+{
+	DefineCustomStringVariable("dborch.data_directory",
+							   "Directory under which managed instances live.",
+							   "Empty means the control cluster's data directory with the suffix _dborch.",
+							   &dborch_data_directory, "",
+							   PGC_POSTMASTER, GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("dborch.database",
+							   "Database in which the dborch workers connect.",
+							   "The dborch extension must be created in this database.",
+							   &dborch_database, "postgres",
+							   PGC_POSTMASTER, 0,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("dborch.default_max_deployments",
+							"Deployments an owner may have when dborch.quotas has no row for it.",
+							NULL,
+							&dborch_default_max_deployments, 20, 0, 100000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("dborch.default_max_memory",
+							"Total memory of an owner's deployments when dborch.quotas has no row for it.",
+							NULL,
+							&dborch_default_max_memory_mb, 4096, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MB,
+							NULL, NULL, NULL);
+	DefineCustomStringVariable("dborch.initdb_path",
+							   "Path of the initdb program.",
+							   "Empty means initdb in the server's own bin directory.",
+							   &dborch_initdb_path, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("dborch.job_max_attempts",
+							"Attempts of a job before it is marked failed.",
+							NULL,
+							&dborch_job_max_attempts, 3, 1, 100,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomStringVariable("dborch.listen_address",
+							   "IP address on which managed instances listen.",
+							   NULL,
+							   &dborch_listen_address, "127.0.0.1",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
+							   check_listen_address, NULL, NULL);
+	DefineCustomIntVariable("dborch.max_job_workers",
+							"Job workers that may run at once.",
+							"Each needs a slot of max_worker_processes.",
+							&dborch_max_job_workers, 4, 1, 64,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomStringVariable("dborch.pause_at_stage",
+							   "Testing aid: job workers pause at this stage (kind:stage or kind:stage:after).",
+							   NULL,
+							   &dborch_pause_at_stage, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY | GUC_NOT_IN_SAMPLE,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("dborch.pg_ctl_path",
+							   "Path of the pg_ctl program.",
+							   "Empty means pg_ctl in the server's own bin directory.",
+							   &dborch_pg_ctl_path, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("dborch.port_range",
+							   "Ports given to managed instances, as low-high.",
+							   NULL,
+							   &dborch_port_range, "20000-29999",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
+							   check_port_range, assign_port_range, NULL);
+	DefineCustomStringVariable("dborch.redis_server_path",
+							   "Path of the redis-server program.",
+							   NULL,
+							   &dborch_redis_server_path, "/usr/bin/redis-server",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("dborch.start_timeout",
+							"How long a new instance may take to accept connections.",
+							NULL,
+							&dborch_start_timeout_ms, 60000, 1000, 3600000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("dborch.warm_pool_size",
+							"Pre-initialized PostgreSQL data directories kept ready for deploys.",
+							NULL,
+							&dborch_warm_pool_size, 2, 0, 100,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("dborch");
+}
+
+/* dborch.listen_address must be a numeric IPv4 or IPv6 address. */
+static bool
+check_listen_address(char **newval, void **extra, GucSource source)
+{
+	unsigned char buf[sizeof(struct in6_addr)];
+
+	if (*newval == NULL)
+		return false;
+	if (inet_pton(AF_INET, *newval, buf) == 1 || inet_pton(AF_INET6, *newval, buf) == 1)
+		return true;
+	GUC_check_errdetail("\"%s\" is not a numeric IPv4 or IPv6 address.", *newval);
+	return false;
+}
+
+/* Parse "low-high" into two ports; returns false on anything else. */
+static bool
+parse_port_range(const char *text, int *low, int *high)
+{
+	char		tail;
+
+	if (text == NULL || sscanf(text, "%d-%d%c", low, high, &tail) != 2)
+		return false;
+	return *low >= 1024 && *high <= 65535 && *low <= *high;
+}
+
+static bool
+check_port_range(char **newval, void **extra, GucSource source)
+{
+	int			low,
+				high;
+
+	if (parse_port_range(*newval, &low, &high))
+		return true;
+	GUC_check_errdetail("The port range must be written low-high, within 1024-65535.");
+	return false;
+}
+
+static void
+assign_port_range(const char *newval, void *extra)
+{
+	int			low,
+				high;
+
+	if (parse_port_range(newval, &low, &high))
+	{
+		dborch_port_range_low = low;
+		dborch_port_range_high = high;
+	}
+}
+
+/* Register the static launcher worker. */
+static void
+register_launcher(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 1;
+	strlcpy(worker.bgw_library_name, "dborch", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, "dborch_launcher_main", BGW_MAXLEN);
+	strlcpy(worker.bgw_name, "dborch launcher", BGW_MAXLEN);
+	strlcpy(worker.bgw_type, "dborch launcher", BGW_MAXLEN);
+	RegisterBackgroundWorker(&worker);
+}
+
+static void
+dborch_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(DborchShared)));
+}
+
+static void
+dborch_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	dborch_shared = ShmemInitStruct("dborch", sizeof(DborchShared), &found);
+	if (!found)
+	{
+		memset(dborch_shared, 0, sizeof(DborchShared));
+		SpinLockInit(&dborch_shared->mutex);
+		ConditionVariableInit(&dborch_shared->state_cv);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* Set the launcher's latch now. */
+void
+dborch_wake_launcher(void)
+{
+	Latch	   *latch;
+
+	SpinLockAcquire(&dborch_shared->mutex);
+	latch = dborch_shared->launcher_latch;
+	SpinLockRelease(&dborch_shared->mutex);
+	if (latch != NULL)
+		SetLatch(latch);
+}
+
+/* Set the launcher's latch when the current transaction commits. */
+void
+dborch_wake_launcher_at_commit(void)
+{
+	wake_at_commit = true;
+}
+
+/* Remember that this transaction queued work for a deployment. */
+void
+dborch_note_queued_deployment(int64 deployment_id)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+	int64	   *id = palloc(sizeof(int64));
+
+	*id = deployment_id;
+	queued_deployments = lappend(queued_deployments, id);
+	MemoryContextSwitchTo(old);
+	dborch_wake_launcher_at_commit();
+}
+
+/* Did the current transaction queue work for this deployment? */
+bool
+dborch_queued_in_this_xact(int64 deployment_id)
+{
+	ListCell   *lc;
+
+	foreach(lc, queued_deployments)
+	{
+		if (*(int64 *) lfirst(lc) == deployment_id)
+			return true;
+	}
+	return false;
+}
+
+/* Wake every backend waiting in dborch.wait() or dborch.wait_job(). */
+void
+dborch_broadcast_state_change(void)
+{
+	ConditionVariableBroadcast(&dborch_shared->state_cv);
+}
+
+static void
+dborch_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (wake_at_commit)
+			{
+				dborch_wake_launcher();
+				dborch_broadcast_state_change();
+			}
+			/* FALLTHROUGH */
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			wake_at_commit = false;
+			queued_deployments = NIL;	/* its memory went with the transaction */
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * Is the dborch extension installed in this database, at the version this
+ * library was built for?  A version mismatch is always an error; a missing
+ * extension is one only when error_if_not is set.  Needs a transaction.
+ */
+bool
+dborch_extension_ready(bool error_if_not)
+{
+	Oid			extoid = get_extension_oid("dborch", true);
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tuple;
+	char	   *installed = NULL;
+
+	if (!OidIsValid(extoid))
+	{
+		if (error_if_not)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("extension \"dborch\" is not installed in this database")));
+		return false;
+	}
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(extoid));
+	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
+	tuple = systable_getnext(scan);
+	if (HeapTupleIsValid(tuple))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tuple, Anum_pg_extension_extversion,
+									 RelationGetDescr(rel), &isnull);
+
+		if (!isnull)
+			installed = TextDatumGetCString(d);
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+
+	if (installed == NULL || strcmp(installed, DBORCH_VERSION) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("dborch library version %s does not match the installed extension version %s",
+						DBORCH_VERSION, installed ? installed : "(unknown)"),
+				 errhint("Run ALTER EXTENSION dborch UPDATE, or install the matching library and restart the server.")));
+	return true;
+}
+
+/* Root of dborch's directories: instances/ and pool/ live under it. */
+const char *
+dborch_data_root(void)
+{
+	static char *root = NULL;
+
+	if (root == NULL)
+	{
+		const char *base = dborch_data_directory;
+
+		if (base == NULL || base[0] == '\0')
+			root = MemoryContextStrdup(TopMemoryContext, psprintf("%s_dborch", DataDir));
+		else
+			root = MemoryContextStrdup(TopMemoryContext, base);
+	}
+	return root;
+}
+
+/* The configured path of a program, or the program in the server's bindir. */
+const char *
+dborch_bindir_program(const char *setting, const char *program)
+{
+	char		bindir[MAXPGPATH];
+
+	if (setting != NULL && setting[0] != '\0')
+		return setting;
+	strlcpy(bindir, my_exec_path, sizeof(bindir));
+	get_parent_directory(bindir);
+	return psprintf("%s/%s", bindir, program);
+}

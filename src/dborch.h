@@ -1,0 +1,86 @@
+/*
+ * dborch.h
+ *		Declarations shared by every dborch module: GUC variables, the shared
+ *		memory area, and small helpers used by both backends and workers.
+ */
+#ifndef DBORCH_H
+#define DBORCH_H
+
+#include "postgres.h"
+
+#include "storage/condition_variable.h"
+#include "storage/latch.h"
+#include "storage/spin.h"
+#include "utils/wait_event.h"
+
+#ifndef DBORCH_VERSION
+#error "DBORCH_VERSION must be defined by the Makefile"
+#endif
+
+/* Key space of dborch's advisory locks: pg_advisory_lock(DBORCH_LOCK_*, id). */
+#define DBORCH_LOCK_JOB			0x64620001	/* held by the worker running a job */
+#define DBORCH_LOCK_NAME		0x64620002	/* serializes deploys of one name */
+#define DBORCH_LOCK_OWNER		0x64620003	/* serializes quota checks of one owner */
+
+/* Actor of events written by the workers themselves. */
+#define DBORCH_ACTOR			"dborch"
+
+/* Wait event reported while dborch waits (pg_stat_activity.wait_event). */
+#define DBORCH_WAIT_EVENT		PG_WAIT_EXTENSION
+
+/* GUC variables, defined in dborch.c (alphabetical there). */
+extern char *dborch_data_directory;
+extern char *dborch_database;
+extern int	dborch_default_max_deployments;
+extern int	dborch_default_max_memory_mb;
+extern char *dborch_initdb_path;
+extern int	dborch_job_max_attempts;
+extern char *dborch_listen_address;
+extern int	dborch_max_job_workers;
+extern char *dborch_pause_at_stage;
+extern char *dborch_pg_ctl_path;
+extern int	dborch_port_range_low;
+extern int	dborch_port_range_high;
+extern char *dborch_redis_server_path;
+extern int	dborch_start_timeout_ms;
+extern int	dborch_warm_pool_size;
+
+/* Shared memory: how backends and workers find and wake each other. */
+typedef struct DborchShared
+{
+	slock_t		mutex;			/* protects launcher_pid and launcher_latch */
+	pid_t		launcher_pid;
+	Latch	   *launcher_latch;
+	ConditionVariable state_cv; /* broadcast when a job or deployment changes */
+} DborchShared;
+
+extern DborchShared *dborch_shared;
+
+/* dborch.c */
+extern void dborch_wake_launcher(void);
+extern void dborch_wake_launcher_at_commit(void);
+extern void dborch_note_queued_deployment(int64 deployment_id);
+extern bool dborch_queued_in_this_xact(int64 deployment_id);
+extern void dborch_broadcast_state_change(void);
+extern bool dborch_extension_ready(bool error_if_not);
+extern const char *dborch_data_root(void);
+extern const char *dborch_bindir_program(const char *setting, const char *program);
+
+/* util.c */
+extern char *dborch_random_password(int length);
+extern void dborch_write_file(const char *path, const char *contents, mode_t mode);
+extern char *dborch_read_file(const char *path, bool missing_ok);
+extern void dborch_mkdir(const char *path, mode_t mode);
+extern void dborch_remove_tree(const char *path);
+extern bool dborch_path_exists(const char *path);
+extern bool dborch_process_alive(pid_t pid, const char *expected_comm);
+extern bool dborch_port_in_use(const char *address, int port);
+extern char *dborch_file_tail(const char *path, int max_bytes);
+extern void dborch_validate_name(const char *what, const char *name);
+extern int64 dborch_now_ms(void);
+
+/* launcher.c, job_worker.c */
+extern PGDLLEXPORT void dborch_launcher_main(Datum arg);
+extern PGDLLEXPORT void dborch_job_worker_main(Datum arg);
+
+#endif							/* DBORCH_H */

@@ -1,0 +1,17 @@
+/*
+ * deployment.h
+ *		Requests on deployments shared by the SQL API and the launcher.
+ */
+#ifndef DBORCH_DEPLOYMENT_H
+#define DBORCH_DEPLOYMENT_H
+
+#include "catalog.h"
+
+/*
+ * Queue the destroy of a deployment: cancel its other jobs, mark it
+ * destroying, queue a destroy job and an event.  Returns the destroy job's
+ * id (an existing one if already destroying), or 0 if already destroyed.
+ */
+extern int64 deployment_request_destroy(Deployment *d, const char *actor, const char *reason);
+
+#endif							/* DBORCH_DEPLOYMENT_H */

@@ -1,0 +1,339 @@
+/*
+ * engine_postgres.c
+ *		PostgreSQL instances: initdb, configuration, pg_ctl start, readiness
+ *		over libpq, stop.
+ *
+ * Layout of an instance directory (mode 0700):
+ *		data/				PGDATA, with dborch.conf included by postgresql.conf
+ *		run/				the Unix socket (peer authentication, postgres only)
+ *		postgresql.log		server log (pg_ctl -l)
+ *		initdb.log, pg_ctl.log
+ */
+#include "postgres.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include "libpq-fe.h"
+#include "miscadmin.h"
+#include "storage/fd.h"
+#include "storage/latch.h"
+
+#include "dborch.h"
+#include "engine.h"
+#include "spawn.h"
+
+/* Marker written once initdb succeeded: PG_VERSION appears long before that. */
+#define INITDB_DONE_MARKER "dborch_initdb_done"
+
+static const char *const postgres_versions[] = {"15", NULL};
+
+static char *
+data_dir(Instance *inst)
+{
+	return psprintf("%s/data", inst->directory);
+}
+
+/* initdb with SCRAM, the superuser password from a 0600 file, no locale. */
+void
+engine_postgres_initdb(const char *datadir, const char *password, const char *log_path)
+{
+	const char *initdb = dborch_bindir_program(dborch_initdb_path, "initdb");
+	char	   *pwfile = psprintf("%s.pwfile", datadir);
+	char	   *marker = psprintf("%s/%s", datadir, INITDB_DONE_MARKER);
+	const char *argv[] = {
+		initdb, "-D", datadir, "-U", "postgres", "--pwfile", pwfile,
+		"--auth-local=peer", "--auth-host=scram-sha-256",
+		"-E", "UTF8", "--no-locale", "--no-instructions", NULL
+	};
+	int			rc;
+
+	dborch_remove_tree(datadir);
+	dborch_write_file(pwfile, psprintf("%s\n", password), 0600);
+	PG_TRY();
+	{
+		rc = spawn_run(argv, log_path, 300000);
+	}
+	PG_FINALLY();
+	{
+		unlink(pwfile);
+	}
+	PG_END_TRY();
+
+	if (rc != 0)
+		ereport(ERROR,
+				(errmsg("initdb failed with exit code %d", rc),
+				 errdetail("%s", dborch_file_tail(log_path, 800))));
+	dborch_write_file(marker, "", 0600);
+}
+
+/* Data from the warm pool (moved in with one rename) or from initdb. */
+static void
+postgres_provision(Instance *inst, const char *password, const char *pool_directory)
+{
+	char	   *datadir = data_dir(inst);
+
+	if (dborch_path_exists(psprintf("%s/%s", datadir, INITDB_DONE_MARKER)))
+		return;
+	if (pool_directory != NULL &&
+		dborch_path_exists(psprintf("%s/data/%s", pool_directory, INITDB_DONE_MARKER)))
+	{
+		char	   *pooldata = psprintf("%s/data", pool_directory);
+
+		dborch_remove_tree(datadir);
+		if (rename(pooldata, datadir) != 0)
+			ereport(ERROR, (errcode_for_file_access(),
+							errmsg("could not move \"%s\" to \"%s\": %m", pooldata, datadir)));
+		dborch_remove_tree(pool_directory);
+		return;
+	}
+	engine_postgres_initdb(datadir, password, psprintf("%s/initdb.log", inst->directory));
+}
+
+/* dborch.conf: address, port, socket, memory; included from postgresql.conf. */
+static void
+postgres_configure_network(Instance *inst)
+{
+	char	   *datadir = data_dir(inst);
+	char	   *main_conf = psprintf("%s/postgresql.conf", datadir);
+	char	   *conf;
+	const char *include_line = "include_if_exists = 'dborch.conf'\n";
+	int64		shared_buffers_kb = (inst->memory_bytes / 8192) * 8;
+
+	dborch_mkdir(psprintf("%s/run", inst->directory), 0700);
+	conf = psprintf("# Written by dborch for deployment %s; dborch overwrites changes here.\n"
+					"listen_addresses = '%s'\n"
+					"port = %d\n"
+					"unix_socket_directories = '%s/run'\n"
+					"shared_buffers = " INT64_FORMAT "kB\n"
+					"password_encryption = 'scram-sha-256'\n"
+					"cluster_name = '%s'\n",
+					inst->deployment_name, inst->host, inst->port, inst->directory,
+					shared_buffers_kb, inst->deployment_name);
+	dborch_write_file(psprintf("%s/dborch.conf", datadir), conf, 0600);
+
+	conf = dborch_read_file(main_conf, false);
+	if (strstr(conf, include_line) == NULL)
+		dborch_write_file(main_conf, psprintf("%s\n%s", conf, include_line), 0600);
+}
+
+/*
+ * pg_hba.conf: the superuser over the private socket by peer authentication
+ * (the control plane's own tools), everyone else with SCRAM on the listen
+ * address only.
+ */
+static void
+postgres_configure_security(Instance *inst, const char *password)
+{
+	const char *mask = strchr(inst->host, ':') ? "128" : "32";
+	char	   *hba;
+
+	hba = psprintf("# Written by dborch for deployment %s; dborch overwrites changes here.\n"
+				   "# TYPE  DATABASE  USER      ADDRESS        METHOD\n"
+				   "local   all       postgres                 peer\n"
+				   "host    all       all       %s/%s  scram-sha-256\n",
+				   inst->deployment_name, inst->host, mask);
+	dborch_write_file(psprintf("%s/pg_hba.conf", data_dir(inst)), hba, 0600);
+}
+
+static pid_t
+postgres_running_pid(Instance *inst)
+{
+	char	   *pidfile = dborch_read_file(psprintf("%s/postmaster.pid", data_dir(inst)), true);
+	pid_t		pid;
+
+	if (pidfile == NULL)
+		return 0;
+	pid = (pid_t) atoi(pidfile);
+	return dborch_process_alive(pid, "postgres") ? pid : 0;
+}
+
+/* pg_ctl start without waiting; then the pid as soon as postmaster.pid has it. */
+static pid_t
+postgres_start(Instance *inst)
+{
+	const char *pg_ctl = dborch_bindir_program(dborch_pg_ctl_path, "pg_ctl");
+	char	   *datadir = data_dir(inst);
+	char	   *log = psprintf("%s/postgresql.log", inst->directory);
+	char	   *ctl_log = psprintf("%s/pg_ctl.log", inst->directory);
+	const char *argv[] = {pg_ctl, "start", "-D", datadir, "-l", log, "-W", "-s", NULL};
+	int64		deadline;
+	pid_t		pid;
+	int			rc;
+
+	pid = postgres_running_pid(inst);
+	if (pid != 0)
+		return pid;
+
+	rc = spawn_run(argv, ctl_log, 30000);
+	if (rc != 0)
+		ereport(ERROR,
+				(errmsg("pg_ctl start failed with exit code %d", rc),
+				 errdetail("%s", dborch_file_tail(ctl_log, 800))));
+
+	deadline = dborch_now_ms() + 10000;
+	while ((pid = postgres_running_pid(inst)) == 0)
+	{
+		if (dborch_now_ms() > deadline)
+			ereport(ERROR,
+					(errmsg("postgres did not start"),
+					 errdetail("%s", dborch_file_tail(log, 800))));
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 2, DBORCH_WAIT_EVENT);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	return pid;
+}
+
+/* Wait for a libpq socket event or the deadline; false on timeout. */
+static bool
+wait_socket(PGconn *conn, int events, int64 deadline)
+{
+	for (;;)
+	{
+		int64		remaining = deadline - dborch_now_ms();
+		int			rc;
+
+		if (remaining <= 0)
+			return false;
+		rc = WaitLatchOrSocket(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH | events,
+							   PQsocket(conn), remaining, DBORCH_WAIT_EVENT);
+		if (rc & WL_LATCH_SET)
+		{
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
+		if (rc & events)
+			return true;
+	}
+}
+
+/*
+ * One attempt: connect with the generated credentials and run SELECT 1,
+ * all before the deadline.  NULL on success, else the reason.
+ */
+static char *
+try_select_one(Instance *inst, const char *password, int64 deadline)
+{
+	const char *keys[] = {"host", "port", "user", "password", "dbname",
+	"application_name", NULL};
+	const char *values[] = {inst->host, psprintf("%d", inst->port), "postgres", password,
+	"postgres", "dborch", NULL};
+	PostgresPollingStatusType poll = PGRES_POLLING_WRITING;
+	PGconn	   *conn;
+	PGresult   *res;
+	char	   *failure = NULL;
+
+	if (!AcquireExternalFD())
+		return pstrdup("too many open files in the worker");
+	conn = PQconnectStartParams(keys, values, 0);
+	if (conn == NULL || PQstatus(conn) == CONNECTION_BAD)
+	{
+		failure = conn ? pstrdup(PQerrorMessage(conn)) : pstrdup("out of memory");
+		goto done;
+	}
+	while (poll != PGRES_POLLING_OK)
+	{
+		if (poll == PGRES_POLLING_FAILED)
+		{
+			failure = pstrdup(PQerrorMessage(conn));
+			goto done;
+		}
+		if (!wait_socket(conn, poll == PGRES_POLLING_READING ? WL_SOCKET_READABLE
+						 : WL_SOCKET_WRITEABLE, deadline))
+		{
+			failure = pstrdup("timed out while connecting");
+			goto done;
+		}
+		poll = PQconnectPoll(conn);
+	}
+	if (!PQsendQuery(conn, "SELECT 1"))
+	{
+		failure = pstrdup(PQerrorMessage(conn));
+		goto done;
+	}
+	for (;;)
+	{
+		if (!PQconsumeInput(conn))
+		{
+			failure = pstrdup(PQerrorMessage(conn));
+			goto done;
+		}
+		if (!PQisBusy(conn))
+			break;
+		if (!wait_socket(conn, WL_SOCKET_READABLE, deadline))
+		{
+			failure = pstrdup("timed out waiting for SELECT 1");
+			goto done;
+		}
+	}
+	while ((res = PQgetResult(conn)) != NULL)
+	{
+		if (failure == NULL &&
+			(PQresultStatus(res) != PGRES_TUPLES_OK || strcmp(PQgetvalue(res, 0, 0), "1") != 0))
+			failure = pstrdup(PQresultErrorMessage(res));
+		PQclear(res);
+	}
+done:
+	if (conn)
+		PQfinish(conn);
+	ReleaseExternalFD();
+	return failure;
+}
+
+static void
+postgres_check_ready(Instance *inst, const char *password, int timeout_ms)
+{
+	int64		deadline = dborch_now_ms() + timeout_ms;
+
+	for (;;)
+	{
+		char	   *failure = try_select_one(inst, password, deadline);
+
+		if (failure == NULL)
+			return;
+		if (postgres_running_pid(inst) == 0)
+			ereport(ERROR,
+					(errmsg("postgres of deployment \"%s\" exited during startup",
+							inst->deployment_name),
+					 errdetail("%s", dborch_file_tail(psprintf("%s/postgresql.log", inst->directory), 800))));
+		if (dborch_now_ms() >= deadline)
+			ereport(ERROR,
+					(errmsg("postgres of deployment \"%s\" did not answer SELECT 1 within %d ms",
+							inst->deployment_name, timeout_ms),
+					 errdetail("Last error: %s", failure)));
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 5, DBORCH_WAIT_EVENT);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/* Fast shutdown (SIGINT), then SIGKILL after a minute. */
+static void
+postgres_stop(Instance *inst)
+{
+	engine_stop_process(postgres_running_pid(inst), SIGINT, 60000);
+}
+
+static char *
+postgres_connection_string(Instance *inst, const char *password)
+{
+	return psprintf("postgresql://postgres:%s@%s:%d/postgres",
+					password, engine_uri_host(inst->host), inst->port);
+}
+
+const EngineOps engine_postgres = {
+	.name = "postgres",
+	.versions = postgres_versions,
+	.min_memory = 16 * 1024 * 1024,
+	.provision = postgres_provision,
+	.configure_network = postgres_configure_network,
+	.configure_security = postgres_configure_security,
+	.start = postgres_start,
+	.running_pid = postgres_running_pid,
+	.check_ready = postgres_check_ready,
+	.stop = postgres_stop,
+	.connection_string = postgres_connection_string,
+};

@@ -1,0 +1,215 @@
+/*
+ * job_deploy.c
+ *		The deploy job: quota check, node selection, prepare (port, directory
+ *		0700, credentials), provision, network, security, start, register,
+ *		health validation, finalize.  Each stage reloads what it needs from
+ *		the catalog, so it can run again after a crash.
+ */
+#include "postgres.h"
+
+#include "dborch.h"
+#include "engine.h"
+#include "job.h"
+
+/* The only node of the local provider: processes on this host. */
+#define LOCAL_NODE "local"
+
+static Deployment *
+load_deployment(JobContext *ctx)
+{
+	Deployment *d = cat_deployment(ctx->deployment_id);
+
+	if (d == NULL)
+		elog(ERROR, "dborch: deployment " INT64_FORMAT " not found", ctx->deployment_id);
+	return d;
+}
+
+static Instance *
+load_instance(JobContext *ctx)
+{
+	Instance   *inst = cat_primary_instance(ctx->deployment_id);
+
+	if (inst == NULL)
+		elog(ERROR, "dborch: deployment " INT64_FORMAT " has no instance yet",
+			 ctx->deployment_id);
+	return inst;
+}
+
+static char *
+load_password(JobContext *ctx)
+{
+	char	   *password = cat_secret(ctx->deployment_id, "password");
+
+	if (password == NULL)
+		elog(ERROR, "dborch: deployment " INT64_FORMAT " has no password yet",
+			 ctx->deployment_id);
+	return password;
+}
+
+/* The owner's quotas still allow this deployment (checked again by deploy()). */
+static void
+stage_quota_check(JobContext *ctx)
+{
+	Deployment *d = load_deployment(ctx);
+	int64		count,
+				memory,
+				max_count,
+				max_memory;
+
+	if (!cat_set_deployment_status(d->id, "provisioning", "pending,provisioning,failed", NULL))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("deployment \"%s\" is %s", d->name, d->status)));
+	cat_owner_usage(d->owner, &count, &memory);
+	cat_owner_limits(d->owner, &max_count, &max_memory);
+	if (count > max_count || memory > max_memory)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("quota of role \"%s\" exceeded", d->owner),
+				 errdetail("It would hold " INT64_FORMAT " deployments (limit " INT64_FORMAT
+						   ") with " INT64_FORMAT " MB of memory (limit " INT64_FORMAT " MB).",
+						   count, max_count, memory / (1024 * 1024), max_memory / (1024 * 1024))));
+}
+
+static void
+stage_node_selection(JobContext *ctx)
+{
+	cat_set_deployment_node(ctx->deployment_id, LOCAL_NODE);
+}
+
+/*
+ * The instance row (with its port and directory), the directory itself,
+ * and the credentials: a warm-pool entry's password when a PostgreSQL
+ * deployment takes one, else a new one.
+ */
+static void
+stage_prepare(JobContext *ctx)
+{
+	Deployment *d = load_deployment(ctx);
+	Instance   *inst = cat_primary_instance(d->id);
+
+	if (inst == NULL)
+		inst = cat_create_instance(d->id, dborch_listen_address,
+								   dborch_port_range_low, dborch_port_range_high);
+	dborch_mkdir(inst->directory, 0700);
+
+	if (cat_secret(d->id, "password") == NULL)
+	{
+		char	   *pool_directory;
+		char	   *password;
+
+		if (strcmp(d->engine, "postgres") == 0 &&
+			cat_pool_claim(inst->id, d->version, &pool_directory, &password))
+		{
+			cat_event(DBORCH_ACTOR, d->id, ctx->job_id, "warm_pool",
+					  "took a pre-initialized data directory from the warm pool", NULL);
+			dborch_wake_launcher(); /* to refill the pool */
+		}
+		else
+			password = dborch_random_password(32);
+		cat_set_secret(d->id, "password", password);
+	}
+}
+
+static void
+stage_provision(JobContext *ctx)
+{
+	Instance   *inst = load_instance(ctx);
+	char	   *pool_directory = NULL;
+
+	(void) cat_pool_claimed_by(inst->id, &pool_directory);
+	engine_get(inst->engine)->provision(inst, load_password(ctx), pool_directory);
+	if (pool_directory != NULL)
+	{
+		dborch_remove_tree(pool_directory);
+		cat_pool_delete_claimed(inst->id);
+	}
+}
+
+static void
+stage_network(JobContext *ctx)
+{
+	Instance   *inst = load_instance(ctx);
+
+	engine_get(inst->engine)->configure_network(inst);
+}
+
+static void
+stage_security(JobContext *ctx)
+{
+	Instance   *inst = load_instance(ctx);
+
+	engine_get(inst->engine)->configure_security(inst, load_password(ctx));
+}
+
+static void
+stage_start(JobContext *ctx)
+{
+	Instance   *inst = load_instance(ctx);
+	pid_t		pid = engine_get(inst->engine)->start(inst);
+
+	cat_set_instance_status(inst->id, "starting", pid);
+}
+
+/* The instance is recorded as running with the pid its server reports. */
+static void
+stage_register(JobContext *ctx)
+{
+	Instance   *inst = load_instance(ctx);
+	pid_t		pid = engine_get(inst->engine)->running_pid(inst);
+
+	if (pid == 0)
+		ereport(ERROR,
+				(errmsg("the %s server of deployment \"%s\" is not running",
+						inst->engine, inst->deployment_name)));
+	cat_set_instance_status(inst->id, "running", pid);
+}
+
+static void
+stage_health_validation(JobContext *ctx)
+{
+	Instance   *inst = load_instance(ctx);
+
+	engine_get(inst->engine)->check_ready(inst, load_password(ctx), dborch_start_timeout_ms);
+}
+
+static void
+stage_finalize(JobContext *ctx)
+{
+	Instance   *inst = load_instance(ctx);
+
+	if (cat_set_deployment_status(ctx->deployment_id, "ready", "provisioning", NULL))
+		cat_event(DBORCH_ACTOR, ctx->deployment_id, ctx->job_id, "ready",
+				  psprintf("%s deployment ready on %s:%d", inst->engine, inst->host, inst->port),
+				  psprintf("{\"host\": \"%s\", \"port\": %d, \"pid\": %d}",
+						   inst->host, inst->port, inst->pid));
+}
+
+/* Remove everything the deploy made; the deployment is failed with the reason. */
+static void
+undo_deploy(JobContext *ctx, const char *reason)
+{
+	job_remove_instances(ctx->deployment_id);
+	cat_set_deployment_status(ctx->deployment_id, "failed", "pending,provisioning,failed",
+							  reason);
+}
+
+static const JobStage deploy_stages[] = {
+	{"quota_check", stage_quota_check},
+	{"node_selection", stage_node_selection},
+	{"prepare", stage_prepare},
+	{"provision", stage_provision},
+	{"network", stage_network},
+	{"security", stage_security},
+	{"start", stage_start},
+	{"register", stage_register},
+	{"health_validation", stage_health_validation},
+	{"finalize", stage_finalize},
+};
+
+const JobKind job_kind_deploy = {
+	.name = "deploy",
+	.stages = deploy_stages,
+	.nstages = lengthof(deploy_stages),
+	.undo = undo_deploy,
+};

@@ -1,0 +1,290 @@
+/*
+ * job_worker.c
+ *		The dynamic background worker that runs one job: takes the job's
+ *		advisory lock, checks the job is still its own, and runs the kind's
+ *		stages from the one recorded, each stage recorded in its own committed
+ *		transaction.  A failed attempt is retried with capped exponential
+ *		backoff and jitter; after the last attempt (or on cancel) the kind's
+ *		undo removes what the job made.
+ */
+#include "postgres.h"
+
+#include <signal.h>
+
+#include "access/xact.h"
+#include "common/pg_prng.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/backend_status.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+
+#include "catalog.h"
+#include "dborch.h"
+#include "job.h"
+
+static const JobKind *const job_kinds[] = {
+	&job_kind_deploy, &job_kind_destroy, &job_kind_warm_pool
+};
+
+/* Errors that another attempt cannot fix. */
+static bool
+error_is_permanent(int sqlerrcode)
+{
+	return sqlerrcode == ERRCODE_CONFIGURATION_LIMIT_EXCEEDED ||
+		sqlerrcode == ERRCODE_INVALID_PARAMETER_VALUE ||
+		sqlerrcode == ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE;
+}
+
+/* Delay before attempt n+1: 1 s doubling to 30 s, with +-25% jitter. */
+static int
+retry_delay_ms(int attempts)
+{
+	int			base = 1000 << Min(Max(attempts - 1, 0), 5);
+
+	base = Min(base, 30000);
+	return (int) (base * (0.75 + 0.5 * pg_prng_double(&pg_global_prng_state)));
+}
+
+static void
+process_reload(void)
+{
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+}
+
+/*
+ * Testing aid: while dborch.pause_at_stage names this stage ("kind:stage"
+ * pauses before its side effect, "kind:stage:after" after it, before it is
+ * recorded), wait.  Tests kill the worker here.
+ */
+static void
+pause_if_asked(JobContext *ctx, const char *stage, bool after)
+{
+	char	   *want = psprintf("%s:%s%s", ctx->kind_name, stage, after ? ":after" : "");
+
+	for (;;)
+	{
+		process_reload();
+		if (dborch_pause_at_stage == NULL || strcmp(dborch_pause_at_stage, want) != 0)
+			break;
+		pgstat_report_activity(STATE_RUNNING, psprintf("paused at %s", want));
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 1000, DBORCH_WAIT_EVENT);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	pfree(want);
+}
+
+/* Record entry into stage index i; false if the job was asked to stop. */
+static bool
+enter_stage(const JobKind *kind, JobContext *ctx, int i)
+{
+	const char *stage = kind->stages[i].name;
+
+	if (!cat_job_enter_stage(ctx->job_id, stage))
+		return false;
+	cat_event(DBORCH_ACTOR, ctx->deployment_id, ctx->job_id, "stage",
+			  psprintf("%s: stage %d of %d, %s", kind->name, i + 1, kind->nstages, stage),
+			  psprintf("{\"stage\": \"%s\", \"attempt\": %d}", stage, ctx->attempt));
+	pgstat_report_activity(STATE_RUNNING, psprintf("%s job " INT64_FORMAT ": %s",
+												   kind->name, ctx->job_id, stage));
+	return true;
+}
+
+/* Run the undo of a job and record its final state; never throws. */
+static void
+finish_unsuccessfully(const JobKind *kind, JobContext *ctx, const char *state,
+					  const char *reason)
+{
+	MemoryContext mcxt = CurrentMemoryContext;
+	char	   *undo_error = NULL;
+
+	PG_TRY();
+	{
+		cat_begin();
+		kind->undo(ctx, reason);
+		cat_commit();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(mcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		MemoryContextSwitchTo(mcxt);
+		undo_error = edata->message;
+	}
+	PG_END_TRY();
+
+	cat_begin();
+	cat_job_finish(ctx->job_id, state,
+				   undo_error ? psprintf("%s; cleanup failed: %s", reason, undo_error) : reason);
+	cat_event(DBORCH_ACTOR, ctx->deployment_id, ctx->job_id, state,
+			  psprintf("%s job %s: %s", kind->name, state, reason),
+			  psprintf("{\"attempts\": %d, \"cleanup_failed\": %s}", ctx->attempt,
+					   undo_error ? "true" : "false"));
+	cat_commit();
+}
+
+/* Run the stages of a job from the recorded one to the end. */
+static void
+run_stages(const JobKind *kind, JobContext *ctx, const char *resume_stage)
+{
+	int			first = 0;
+	int			i;
+
+	for (i = 0; resume_stage != NULL && i < kind->nstages; i++)
+		if (strcmp(kind->stages[i].name, resume_stage) == 0)
+			first = i;
+
+	cat_begin();
+	if (!enter_stage(kind, ctx, first))
+	{
+		cat_commit();
+		finish_unsuccessfully(kind, ctx, "cancelled", "cancelled");
+		return;
+	}
+	cat_commit();
+
+	for (i = first; i < kind->nstages; i++)
+	{
+		bool		go_on = true;
+
+		pause_if_asked(ctx, kind->stages[i].name, false);
+		cat_begin();
+		kind->stages[i].run(ctx);
+		pause_if_asked(ctx, kind->stages[i].name, true);
+		/* stage i is done and stage i+1 begins in the same commit */
+		if (i + 1 < kind->nstages)
+			go_on = enter_stage(kind, ctx, i + 1);
+		else
+			cat_job_finish(ctx->job_id, "succeeded", NULL);
+		cat_commit();
+		if (!go_on)
+		{
+			finish_unsuccessfully(kind, ctx, "cancelled", "cancelled");
+			return;
+		}
+	}
+}
+
+/* A failed attempt: retry later, or give up and undo. */
+static void
+handle_failure(const JobKind *kind, JobContext *ctx, ErrorData *edata)
+{
+	char	   *reason = edata->detail
+		? psprintf("%s (%s)", edata->message, edata->detail)
+		: pstrdup(edata->message);
+	Job		   *job;
+
+	cat_begin();
+	job = cat_job(ctx->job_id);
+	if (!error_is_permanent(edata->sqlerrcode) && job->attempts < job->max_attempts)
+	{
+		int			delay = retry_delay_ms(job->attempts);
+
+		cat_job_retry(ctx->job_id, reason, delay);
+		cat_event(DBORCH_ACTOR, ctx->deployment_id, ctx->job_id, "retry",
+				  psprintf("%s attempt %d of %d failed, next in %d ms: %s",
+						   kind->name, job->attempts, job->max_attempts, delay, edata->message),
+				  psprintf("{\"attempt\": %d, \"delay_ms\": %d}", job->attempts, delay));
+		cat_commit();
+		return;
+	}
+	cat_commit();
+	finish_unsuccessfully(kind, ctx, "failed", reason);
+}
+
+void
+dborch_job_worker_main(Datum arg)
+{
+	int64		job_id = DatumGetInt64(arg);
+	int			attempt;
+	MemoryContext job_mcxt;
+	const JobKind *kind = NULL;
+	JobContext *ctx;
+	Job		   *job;
+	int			i;
+
+	memcpy(&attempt, MyBgworkerEntry->bgw_extra, sizeof(int));
+	pqsignal(SIGTERM, die);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGCHLD, SIG_DFL);	/* spawn.c waits for its children */
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(dborch_database, NULL, 0);
+
+	job_mcxt = AllocSetContextCreate(TopMemoryContext, "dborch job", ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(job_mcxt);
+
+	/*
+	 * The job's advisory lock (held for the life of this process) and the
+	 * attempt number make sure only one worker ever runs a job.
+	 */
+	cat_begin();
+	if (!dborch_extension_ready(false) ||
+		!cat_try_session_lock(DBORCH_LOCK_JOB, job_id) ||
+		!cat_job_mine(job_id, attempt, MyProcPid))
+	{
+		cat_commit();
+		proc_exit(0);
+	}
+	job = cat_job(job_id);
+	cat_commit();
+
+	for (i = 0; i < lengthof(job_kinds); i++)
+		if (strcmp(job_kinds[i]->name, job->kind) == 0)
+			kind = job_kinds[i];
+	if (kind == NULL)
+		elog(ERROR, "dborch: unknown job kind \"%s\"", job->kind);
+
+	ctx = palloc0(sizeof(JobContext));
+	ctx->job_id = job_id;
+	ctx->deployment_id = job->deployment_id;
+	ctx->kind_name = kind->name;
+	ctx->attempt = attempt;
+	ctx->args = job->args;
+
+	PG_TRY();
+	{
+		if (job->cancel_requested)
+			finish_unsuccessfully(kind, ctx, "cancelled", "cancelled");
+		else if (job->attempts > job->max_attempts)
+			finish_unsuccessfully(kind, ctx, "failed",
+								  psprintf("gave up after %d attempts: %s", job->max_attempts,
+										   job->error ? job->error : "worker exited"));
+		else
+			run_stages(kind, ctx, job->stage);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(job_mcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		MemoryContextSwitchTo(job_mcxt);
+		/* the error goes to the server log too: it never contains a secret */
+		ereport(LOG,
+				(errmsg("dborch: %s job " INT64_FORMAT " attempt %d failed: %s",
+						kind->name, job_id, attempt, edata->message),
+				 edata->detail ? errdetail("%s", edata->detail) : 0));
+		handle_failure(kind, ctx, edata);
+	}
+	PG_END_TRY();
+
+	pgstat_report_activity(STATE_IDLE, NULL);
+	proc_exit(0);
+}

@@ -1,0 +1,360 @@
+/*
+ * launcher.c
+ *		The dborch launcher: a static background worker that claims queued
+ *		jobs (FOR UPDATE SKIP LOCKED) and runs each in a dynamic job worker,
+ *		at most dborch.max_job_workers at once; requeues jobs whose worker
+ *		died; adopts running instances after a restart; destroys deployments
+ *		whose TTL passed; keeps the warm pool filled.
+ *
+ * It sleeps on its latch until the next due moment: a commit that queues a
+ * job sets the latch (dborch.c), and so does the exit of a job worker
+ * (bgw_notify_pid).  There is no polling nap.
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/backend_status.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+
+#include "catalog.h"
+#include "dborch.h"
+#include "deployment.h"
+#include "engine.h"
+
+/* How often to look for jobs orphaned by workers this launcher did not start. */
+#define ORPHAN_CHECK_MS 30000
+/* Wait after an error in the loop, so a persistent error does not spin. */
+#define ERROR_RETRY_MS 5000
+
+typedef struct WorkerSlot
+{
+	int64		job_id;
+	int			attempt;
+	BackgroundWorkerHandle *handle;
+} WorkerSlot;
+
+static List *workers = NIL;		/* WorkerSlot *, in TopMemoryContext */
+static bool warned_no_slot = false;
+
+static void
+launcher_detach(int code, Datum arg)
+{
+	SpinLockAcquire(&dborch_shared->mutex);
+	if (dborch_shared->launcher_pid == MyProcPid)
+	{
+		dborch_shared->launcher_pid = 0;
+		dborch_shared->launcher_latch = NULL;
+	}
+	SpinLockRelease(&dborch_shared->mutex);
+}
+
+static bool
+job_has_worker(int64 job_id)
+{
+	ListCell   *lc;
+
+	foreach(lc, workers)
+		if (((WorkerSlot *) lfirst(lc))->job_id == job_id)
+			return true;
+	return false;
+}
+
+/* Start a dynamic worker for a claimed job; false if no slot is free. */
+static bool
+start_job_worker(ClaimedJob *job)
+{
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+	MemoryContext old;
+	WorkerSlot *slot;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	strlcpy(worker.bgw_library_name, "dborch", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, "dborch_job_worker_main", BGW_MAXLEN);
+	snprintf(worker.bgw_name, BGW_MAXLEN, "dborch job " INT64_FORMAT, job->id);
+	strlcpy(worker.bgw_type, "dborch job", BGW_MAXLEN);
+	worker.bgw_main_arg = Int64GetDatum(job->id);
+	memcpy(worker.bgw_extra, &job->attempt, sizeof(int));
+	worker.bgw_notify_pid = MyProcPid;
+
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+	{
+		MemoryContextSwitchTo(old);
+		return false;
+	}
+	slot = palloc(sizeof(WorkerSlot));
+	slot->job_id = job->id;
+	slot->attempt = job->attempt;
+	slot->handle = handle;
+	workers = lappend(workers, slot);
+	MemoryContextSwitchTo(old);
+	return true;
+}
+
+/*
+ * Forget workers that exited.  A job still running after its worker exited
+ * (killed, or a FATAL error) is queued again to resume at its stage.
+ */
+static void
+reap_workers(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, workers)
+	{
+		WorkerSlot *slot = lfirst(lc);
+		pid_t		pid;
+
+		if (GetBackgroundWorkerPid(slot->handle, &pid) != BGWH_STOPPED)
+			continue;
+		if (cat_requeue_orphan(slot->job_id, slot->attempt))
+			ereport(LOG, (errmsg("dborch: worker of job " INT64_FORMAT " exited while running it; job queued again",
+								 slot->job_id)));
+		pfree(slot->handle);
+		pfree(slot);
+		workers = foreach_delete_current(workers, lc);
+	}
+}
+
+/*
+ * Requeue running jobs that no live worker holds (their advisory lock is
+ * free): after a restart, or when a worker of an earlier launcher died.
+ * Returns whether some running job belongs to a worker this launcher does
+ * not track, which calls for another check later.
+ */
+static bool
+requeue_orphans(void)
+{
+	ListCell   *lc;
+	bool		foreign = false;
+
+	foreach(lc, cat_running_jobs())
+	{
+		int64		job_id = *(int64 *) lfirst(lc);
+
+		if (job_has_worker(job_id))
+			continue;
+		if (cat_try_xact_lock(DBORCH_LOCK_JOB, job_id))
+		{
+			if (cat_requeue_orphan(job_id, -1))
+				ereport(LOG, (errmsg("dborch: job " INT64_FORMAT " had no live worker; queued again to resume",
+									 job_id)));
+		}
+		else
+			foreign = true;
+	}
+	return foreign;
+}
+
+/*
+ * After a (re)start: managed instances run in their own sessions and
+ * survived; take note of their pids.  One found dead is marked down.
+ */
+static void
+adopt_instances(void)
+{
+	ListCell   *lc;
+	int			adopted = 0;
+
+	foreach(lc, cat_running_instances())
+	{
+		Instance   *inst = lfirst(lc);
+		const EngineOps *engine = engine_get(inst->engine);
+		pid_t		pid = engine->running_pid(inst);
+
+		if (pid != 0)
+		{
+			if (pid != inst->pid)
+				cat_set_instance_status(inst->id, "running", pid);
+			adopted++;
+		}
+		else
+		{
+			cat_set_instance_status(inst->id, "down", 0);
+			cat_set_deployment_status(inst->deployment_id, "down", "ready,degraded", NULL);
+			cat_event(DBORCH_ACTOR, inst->deployment_id, 0, "instance_down",
+					  psprintf("instance %s:%d was not running when the control plane started",
+							   inst->host, inst->port),
+					  NULL);
+		}
+	}
+	if (adopted > 0)
+		ereport(LOG, (errmsg("dborch: adopted %d running instances", adopted)));
+}
+
+/* Queue the destroy of every deployment whose TTL has passed. */
+static void
+expire_deployments(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, cat_expired_deployments())
+	{
+		Deployment *d = cat_deployment(*(int64 *) lfirst(lc));
+
+		deployment_request_destroy(d, DBORCH_ACTOR, "time to live expired");
+	}
+}
+
+/* Queue the build of one more warm-pool entry if the pool is short. */
+static void
+refill_warm_pool(void)
+{
+	int64		pool_id;
+
+	if (dborch_warm_pool_size <= 0 || !cat_pool_needs_entry(dborch_warm_pool_size))
+		return;
+	pool_id = cat_pool_reserve(engine_postgres.versions[0], dborch_data_root());
+	cat_queue_job("warm_pool", 0, GetUserNameFromId(GetUserId(), false),
+				  psprintf("{\"pool_id\": " INT64_FORMAT "}", pool_id));
+}
+
+/* Claim due jobs for the free worker slots and start their workers. */
+static void
+start_due_jobs(void)
+{
+	int			free_slots = dborch_max_job_workers - list_length(workers);
+	List	   *claimed;
+	ListCell   *lc;
+
+	if (free_slots <= 0)
+		return;
+	cat_begin();
+	claimed = cat_claim_jobs(free_slots);
+	cat_commit();
+
+	foreach(lc, claimed)
+	{
+		ClaimedJob *job = lfirst(lc);
+
+		if (start_job_worker(job))
+			continue;
+		/* no background worker slot: give the job back, retry at the next exit */
+		cat_begin();
+		cat_unclaim_job(job->id);
+		cat_commit();
+		if (!warned_no_slot)
+			ereport(WARNING,
+					(errmsg("dborch: no background worker slot free for a job worker"),
+					 errhint("Raise max_worker_processes, or lower dborch.max_job_workers.")));
+		warned_no_slot = true;
+	}
+}
+
+/*
+ * One round of the launcher's work.  Returns the milliseconds until the
+ * next due moment, or -1 to wait for the latch only.
+ */
+static long
+launcher_round(bool first_round, int64 *next_orphan_check)
+{
+	int64		due;
+	bool		foreign_jobs;
+
+	cat_begin();
+	if (!dborch_extension_ready(false))
+	{
+		/* CREATE EXTENSION cannot wake us; the first deploy() commit does */
+		cat_commit();
+		return -1;
+	}
+	reap_workers();
+	if (first_round || dborch_now_ms() >= *next_orphan_check)
+	{
+		foreign_jobs = requeue_orphans();
+		*next_orphan_check = foreign_jobs ? dborch_now_ms() + ORPHAN_CHECK_MS : PG_INT64_MAX;
+	}
+	if (first_round)
+		adopt_instances();
+	expire_deployments();
+	refill_warm_pool();
+	cat_commit();
+
+	start_due_jobs();
+
+	cat_begin();
+	due = list_length(workers) < dborch_max_job_workers ? cat_next_due_ms() : -1;
+	cat_commit();
+
+	if (*next_orphan_check != PG_INT64_MAX)
+	{
+		int64		orphan_due = Max(*next_orphan_check - dborch_now_ms(), 0);
+
+		due = (due < 0) ? orphan_due : Min(due, orphan_due);
+	}
+	return (long) Min(due, INT_MAX);
+}
+
+void
+dborch_launcher_main(Datum arg)
+{
+	MemoryContext round_mcxt;
+	bool		first_round = true;
+	int64		next_orphan_check = 0;
+
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(dborch_database, NULL, 0);
+
+	SpinLockAcquire(&dborch_shared->mutex);
+	dborch_shared->launcher_pid = MyProcPid;
+	dborch_shared->launcher_latch = MyLatch;
+	SpinLockRelease(&dborch_shared->mutex);
+	before_shmem_exit(launcher_detach, (Datum) 0);
+
+	round_mcxt = AllocSetContextCreate(TopMemoryContext, "dborch launcher round",
+									   ALLOCSET_DEFAULT_SIZES);
+	ereport(LOG, (errmsg("dborch launcher started in database \"%s\"", dborch_database)));
+
+	while (!ShutdownRequestPending)
+	{
+		long		timeout;
+		int			events;
+
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		MemoryContextReset(round_mcxt);
+		MemoryContextSwitchTo(round_mcxt);
+		pgstat_report_activity(STATE_RUNNING, "dborch launcher round");
+		PG_TRY();
+		{
+			timeout = launcher_round(first_round, &next_orphan_check);
+			first_round = false;
+		}
+		PG_CATCH();
+		{
+			MemoryContextSwitchTo(round_mcxt);
+			EmitErrorReport();
+			FlushErrorState();
+			AbortCurrentTransaction();
+			timeout = ERROR_RETRY_MS;
+		}
+		PG_END_TRY();
+		pgstat_report_activity(STATE_IDLE, NULL);
+
+		events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | (timeout >= 0 ? WL_TIMEOUT : 0);
+		(void) WaitLatch(MyLatch, events, timeout, DBORCH_WAIT_EVENT);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	proc_exit(0);
+}

@@ -1,0 +1,235 @@
+/*
+ * spawn.c
+ *		The one place that starts operating-system processes.
+ *
+ * Programs are started from an argv array with execve: no shell ever sees an
+ * argument.  The child gets its own session (setsid), so neither a signal to
+ * the worker's process group nor a crash restart of the control plane
+ * reaches it; default signal dispositions and an empty signal mask; stdin
+ * from /dev/null; stdout and stderr appended to a log file; no inherited
+ * descriptor above 2; and a fixed, minimal environment.
+ *
+ * Waiting uses a pidfd in the worker's WaitLatch, so a wait ends the moment
+ * the process exits, honours interrupts and postmaster death, and has a
+ * deadline.
+ */
+#include "postgres.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+
+#include "dborch.h"
+#include "spawn.h"
+
+/* Child of spawn_run() being waited for: killed if this process exits. */
+static pid_t running_child = 0;
+static bool exit_callback_registered = false;
+
+static char *const child_environment[] = {
+	"PATH=/usr/local/bin:/usr/bin:/bin",
+	"LANG=C",
+	"LC_ALL=C",
+	NULL
+};
+
+/* Kill the process group of a spawn_run() child when the worker exits. */
+static void
+kill_running_child(int code, Datum arg)
+{
+	if (running_child > 0)
+	{
+		kill(-running_child, SIGKILL);
+		kill(running_child, SIGKILL);
+		(void) waitpid(running_child, NULL, 0);
+		running_child = 0;
+	}
+}
+
+/* Open a descriptor that becomes readable when pid exits; -1 if unsupported. */
+static int
+open_pidfd(pid_t pid)
+{
+#ifdef SYS_pidfd_open
+	return (int) syscall(SYS_pidfd_open, pid, 0);
+#else
+	errno = ENOSYS;
+	return -1;
+#endif
+}
+
+/*
+ * fork + execve with the child set up as described in the file header.
+ * Between fork and exec the child only makes async-signal-safe calls.
+ */
+static pid_t
+fork_exec(const char *const *argv, const char *log_path)
+{
+	pid_t		pid;
+
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0)
+		ereport(ERROR, (errmsg("could not fork to run \"%s\": %m", argv[0])));
+	if (pid == 0)
+	{
+		struct sigaction sa;
+		sigset_t	none;
+		int			sig;
+		int			fd;
+
+		setsid();
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_handler = SIG_DFL;
+		for (sig = 1; sig < NSIG; sig++)
+			(void) sigaction(sig, &sa, NULL);
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+
+		fd = open("/dev/null", O_RDONLY);
+		if (fd >= 0)
+			dup2(fd, STDIN_FILENO);
+		fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+		if (fd >= 0)
+		{
+			dup2(fd, STDOUT_FILENO);
+			dup2(fd, STDERR_FILENO);
+		}
+		close_range(3, ~0U, 0);
+
+		execve(argv[0], (char *const *) argv, child_environment);
+		{
+			static const char msg[] = "dborch: execve failed\n";
+
+			if (write(STDERR_FILENO, msg, sizeof(msg) - 1) < 0)
+				_exit(126);
+		}
+		_exit(127);
+	}
+	return pid;
+}
+
+/* Wait until pidfd is readable or the deadline passes; true if it exited. */
+static bool
+wait_pidfd(int pidfd, pid_t pid, int64 deadline_ms)
+{
+	for (;;)
+	{
+		int64		remaining = deadline_ms - dborch_now_ms();
+		int			rc;
+
+		if (pidfd < 0)
+		{
+			/* no pidfd support: check every 5 ms (a zombie counts as exited) */
+			if (!dborch_process_alive(pid, NULL))
+				return true;
+		}
+		if (remaining <= 0)
+			return false;
+		if (pidfd >= 0)
+			rc = WaitLatchOrSocket(MyLatch,
+								   WL_LATCH_SET | WL_SOCKET_READABLE | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+								   pidfd, remaining, DBORCH_WAIT_EVENT);
+		else
+			rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						   Min(remaining, 5), DBORCH_WAIT_EVENT);
+		if (rc & WL_LATCH_SET)
+		{
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
+		if (rc & WL_SOCKET_READABLE)
+			return true;
+	}
+}
+
+int
+spawn_run(const char *const *argv, const char *log_path, int timeout_ms)
+{
+	pid_t		pid;
+	int			pidfd;
+	int			status = 0;
+	bool		exited;
+
+	if (!exit_callback_registered)
+	{
+		before_shmem_exit(kill_running_child, (Datum) 0);
+		exit_callback_registered = true;
+	}
+
+	pid = fork_exec(argv, log_path);
+	running_child = pid;
+	pidfd = open_pidfd(pid);
+
+	PG_TRY();
+	{
+		exited = wait_pidfd(pidfd, pid, dborch_now_ms() + timeout_ms);
+	}
+	PG_CATCH();
+	{
+		if (pidfd >= 0)
+			close(pidfd);
+		kill_running_child(0, (Datum) 0);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	if (pidfd >= 0)
+		close(pidfd);
+	if (!exited)
+	{
+		kill_running_child(0, (Datum) 0);
+		ereport(ERROR,
+				(errcode(ERRCODE_QUERY_CANCELED),
+				 errmsg("\"%s\" did not finish within %d ms", argv[0], timeout_ms),
+				 errdetail("Its output is in \"%s\".", log_path)));
+	}
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	running_child = 0;
+
+	if (WIFEXITED(status))
+		return WEXITSTATUS(status);
+	return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+pid_t
+spawn_start(const char *const *argv, const char *log_path)
+{
+	return fork_exec(argv, log_path);
+}
+
+bool
+spawn_wait_exit(pid_t pid, int timeout_ms)
+{
+	int			pidfd;
+	bool		exited;
+
+	if (pid <= 0)
+		return true;
+	pidfd = open_pidfd(pid);
+	if (pidfd < 0 && errno == ESRCH)
+		return true;
+
+	PG_TRY();
+	{
+		exited = wait_pidfd(pidfd, pid, dborch_now_ms() + timeout_ms);
+	}
+	PG_FINALLY();
+	{
+		if (pidfd >= 0)
+			close(pidfd);
+	}
+	PG_END_TRY();
+
+	/* reap it if it happens to be our own child (a Redis started by this job) */
+	if (exited)
+		(void) waitpid(pid, NULL, WNOHANG);
+	return exited;
+}

@@ -1,0 +1,275 @@
+/*
+ * spec.c
+ *		Validation of deploy() options into a normalized spec, so the same
+ *		request written two ways ("128MB", "128 mb") is the same spec and
+ *		deploy() stays idempotent.
+ *
+ * Options: version (engine's supported versions), memory (a size with a
+ * unit: kB, MB, GB, TB), environment (development, staging, production),
+ * ttl (a positive interval).  Anything else is refused.
+ */
+#include "postgres.h"
+
+#include <ctype.h>
+
+#include "common/jsonapi.h"
+#include "datatype/timestamp.h"
+#include "lib/stringinfo.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/fmgrprotos.h"
+#include "utils/jsonb.h"
+#include "utils/json.h"
+#include "utils/numeric.h"
+#include "utils/timestamp.h"
+
+#include "spec.h"
+
+#define DEFAULT_MEMORY		(INT64CONST(128) * 1024 * 1024)
+#define MAX_MEMORY			(INT64CONST(1024) * 1024 * 1024 * 1024)
+#define VALID_OPTIONS		"environment, memory, ttl, version"
+
+static void
+option_error(const char *option, const char *value, const char *detail, const char *hint)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("invalid value for option \"%s\": %s", option, value),
+			 detail ? errdetail("%s", detail) : 0,
+			 hint ? errhint("%s", hint) : 0));
+}
+
+/* The text of a string or number option; other JSON types are refused. */
+static char *
+option_text(const char *option, JsonbValue *v, bool numbers_ok)
+{
+	if (v->type == jbvString)
+		return pnstrdup(v->val.string.val, v->val.string.len);
+	if (v->type == jbvNumeric && numbers_ok)
+		return DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("option \"%s\" must be a string", option)));
+	return NULL;				/* keep compiler quiet */
+}
+
+/* "128MB", "1 GB", "512kB" (unit case-insensitive) to bytes. */
+static int64
+parse_memory(const char *text)
+{
+	static const struct
+	{
+		const char *unit;
+		int64		bytes;
+	}			units[] = {
+		{"kB", INT64CONST(1024)},
+		{"MB", INT64CONST(1024) * 1024},
+		{"GB", INT64CONST(1024) * 1024 * 1024},
+		{"TB", INT64CONST(1024) * 1024 * 1024 * 1024},
+	};
+	const char *p = text;
+	const char *unit;
+	char	   *end;
+	uint64		n;
+	int			i;
+
+	while (isspace((unsigned char) *p))
+		p++;
+	if (!isdigit((unsigned char) *p))
+		option_error("memory", quote_literal_cstr(text), "A memory size is a whole number with a unit.",
+					 "Write it like \"128MB\" or \"1GB\".");
+	errno = 0;
+	n = strtoull(p, &end, 10);
+	if (errno == ERANGE)
+		option_error("memory", quote_literal_cstr(text), "The number is too large.", NULL);
+	while (isspace((unsigned char) *end))
+		end++;
+	unit = end;
+	while (*end && !isspace((unsigned char) *end))
+		end++;
+	while (isspace((unsigned char) *end))
+		end++;
+	if (*end != '\0')
+		option_error("memory", quote_literal_cstr(text), "Unexpected text after the unit.", NULL);
+	for (i = 0; i < lengthof(units); i++)
+	{
+		size_t		len = strlen(units[i].unit);
+
+		if (pg_strncasecmp(unit, units[i].unit, len) == 0 &&
+			(unit[len] == '\0' || isspace((unsigned char) unit[len])))
+		{
+			if (n > (uint64) (PG_INT64_MAX / units[i].bytes))
+				option_error("memory", quote_literal_cstr(text), "The size is too large.", NULL);
+			return (int64) n * units[i].bytes;
+		}
+	}
+	option_error("memory", quote_literal_cstr(text), "A memory size needs a unit: kB, MB, GB or TB.",
+				 "Write it like \"128MB\" or \"1GB\".");
+	return 0;					/* keep compiler quiet */
+}
+
+/* Bytes as the largest whole unit: 134217728 is "128MB". */
+static char *
+format_memory(int64 bytes)
+{
+	static const char *const units[] = {"TB", "GB", "MB"};
+	int64		size = INT64CONST(1024) * 1024 * 1024 * 1024;
+	int			i;
+
+	for (i = 0; i < lengthof(units); i++, size /= 1024)
+		if (bytes % size == 0)
+			return psprintf(INT64_FORMAT "%s", bytes / size, units[i]);
+	return psprintf(INT64_FORMAT "kB", bytes / 1024);
+}
+
+/* A positive interval of at most 100 years, as interval_out writes it. */
+static char *
+parse_ttl(const char *text)
+{
+	char		workbuf[256];
+	char	   *field[MAXDATEFIELDS];
+	int			ftype[MAXDATEFIELDS];
+	int			nf;
+	int			dtype;
+	struct pg_itm_in itm_in;
+	Interval	interval;
+	int			dterr;
+
+	dterr = ParseDateTime(text, workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf);
+	if (dterr == 0)
+		dterr = DecodeInterval(field, ftype, nf, INTERVAL_FULL_RANGE, &dtype, &itm_in);
+	if (dterr == DTERR_BAD_FORMAT)
+		dterr = DecodeISO8601Interval(unconstify(char *, text), &dtype, &itm_in);
+	if (dterr != 0 || dtype != DTK_DELTA || itmin2interval(&itm_in, &interval) != 0)
+		option_error("ttl", quote_literal_cstr(text), "A time to live is an interval.",
+					 "Write it like \"2 hours\" or \"7 days\".");
+	if (interval.month < 0 || interval.day < 0 || interval.time < 0 ||
+		(interval.month == 0 && interval.day == 0 && interval.time == 0))
+		option_error("ttl", quote_literal_cstr(text), "A time to live must be positive.", NULL);
+	if (interval.month > 1200 || interval.day > 36500 ||
+		interval.time > INT64CONST(36500) * USECS_PER_DAY)
+		option_error("ttl", quote_literal_cstr(text), "A time to live is at most 100 years.", NULL);
+	return DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(&interval)));
+}
+
+static bool
+in_list(const char *value, const char *const *list)
+{
+	for (; *list; list++)
+		if (strcmp(value, *list) == 0)
+			return true;
+	return false;
+}
+
+static void
+append_member(StringInfo buf, const char *key, const char *value)
+{
+	if (buf->len > 1)
+		appendStringInfoString(buf, ", ");
+	escape_json(buf, key);
+	appendStringInfoString(buf, ": ");
+	escape_json(buf, value);
+}
+
+void
+spec_parse(const EngineOps *engine, Jsonb *options, DeploySpec *spec)
+{
+	static const char *const environments[] = {"development", "staging", "production", NULL};
+	StringInfoData buf;
+	char	   *memory_text = NULL;
+
+	spec->version = engine->versions[0];
+	spec->memory_bytes = DEFAULT_MEMORY;
+	spec->environment = "development";
+	spec->ttl = NULL;
+
+	if (options != NULL)
+	{
+		JsonbIterator *it;
+		JsonbValue	v;
+		JsonbIteratorToken tok;
+
+		if (JB_ROOT_IS_SCALAR(options) || !JB_ROOT_IS_OBJECT(options))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("options must be a JSON object"),
+					 errhint("Valid options: " VALID_OPTIONS ".")));
+
+		it = JsonbIteratorInit(&options->root);
+		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		{
+			char	   *key;
+
+			if (tok != WJB_KEY)
+				continue;
+			key = pnstrdup(v.val.string.val, v.val.string.len);
+			(void) JsonbIteratorNext(&it, &v, true);
+
+			if (strcmp(key, "version") == 0)
+			{
+				char	   *version = option_text(key, &v, true);
+
+				if (!in_list(version, engine->versions))
+					option_error(key, quote_literal_cstr(version),
+								 psprintf("The %s engine supports version %s.",
+										  engine->name, engine->versions[0]), NULL);
+				spec->version = version;
+			}
+			else if (strcmp(key, "memory") == 0)
+			{
+				memory_text = option_text(key, &v, false);
+				spec->memory_bytes = parse_memory(memory_text);
+			}
+			else if (strcmp(key, "environment") == 0)
+			{
+				char	   *environment = option_text(key, &v, false);
+
+				if (!in_list(environment, environments))
+					option_error(key, quote_literal_cstr(environment), NULL,
+								 "Use development, staging or production.");
+				spec->environment = environment;
+			}
+			else if (strcmp(key, "ttl") == 0)
+				spec->ttl = parse_ttl(option_text(key, &v, false));
+			else
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("unknown option \"%s\"", key),
+						 errhint("Valid options: " VALID_OPTIONS ".")));
+		}
+	}
+
+	if (spec->memory_bytes < engine->min_memory || spec->memory_bytes > MAX_MEMORY)
+		option_error("memory", quote_literal_cstr(memory_text ? memory_text : ""),
+					 psprintf("A %s deployment needs between %s and %s.", engine->name,
+							  format_memory(engine->min_memory), format_memory(MAX_MEMORY)),
+					 NULL);
+	/* whole kilobytes, so the normalized text is exact */
+	spec->memory_bytes -= spec->memory_bytes % 1024;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	append_member(&buf, "version", spec->version);
+	append_member(&buf, "memory", format_memory(spec->memory_bytes));
+	append_member(&buf, "environment", spec->environment);
+	if (spec->ttl)
+		append_member(&buf, "ttl", spec->ttl);
+	appendStringInfoChar(&buf, '}');
+
+	/* the text jsonb itself prints, so specs compare as strings */
+	spec->json = DatumGetCString(DirectFunctionCall1(jsonb_out,
+													 DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data))));
+}
+
+int64
+spec_interval_ms(Interval *interval, const char *what)
+{
+	int64		ms = ((int64) interval->month * DAYS_PER_MONTH + interval->day) * 86400000 +
+		interval->time / 1000;
+
+	if (interval->month < 0 || interval->day < 0 || interval->time < 0 || ms < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be negative", what)));
+	return ms;
+}
