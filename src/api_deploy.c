@@ -91,6 +91,11 @@ dborch_deploy(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_DUPLICATE_OBJECT),
 					 errmsg("deployment \"%s\" already exists", name),
 					 errdetail("The name is taken by a deployment of another role.")));
+		if (strcmp(d->status, "destroying") == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("deployment \"%s\" is being destroyed", name),
+					 errhint("Wait for it with dborch.wait('%s'), then deploy again.", name)));
 		if (strcmp(d->engine, engine->name) != 0 || strcmp(d->spec, spec.json) != 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_DUPLICATE_OBJECT),

@@ -280,13 +280,14 @@ launcher_round(bool first_round, int64 *next_orphan_check)
 	}
 	if (first_round)
 		adopt_instances();
-	expire_deployments();
-	refill_warm_pool();
 	cat_commit();
 
+	/* jobs first: a new worker initializes while the housekeeping runs */
 	start_due_jobs();
 
 	cat_begin();
+	expire_deployments();
+	refill_warm_pool();
 	due = list_length(workers) < dborch_max_job_workers ? cat_next_due_ms() : -1;
 	cat_commit();
 
