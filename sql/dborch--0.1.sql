@@ -32,7 +32,8 @@ CREATE TABLE dborch.deployments (
 	memory_bytes bigint NOT NULL CHECK (memory_bytes > 0),
 	status		text NOT NULL DEFAULT 'pending'
 		CHECK (status IN ('pending', 'provisioning', 'ready', 'degraded', 'down',
-						  'destroying', 'destroyed', 'failed')),
+						  'stopping', 'stopped', 'starting', 'destroying', 'destroyed',
+						  'failed')),
 	node		text,
 	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	updated_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -75,7 +76,8 @@ COMMENT ON TABLE dborch.instances IS 'instances: one row per managed database pr
 -- Work for the background workers; a job runs as a list of named stages.
 CREATE TABLE dborch.jobs (
 	id			bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-	kind		text NOT NULL CHECK (kind IN ('deploy', 'destroy', 'warm_pool')),
+	kind		text NOT NULL CHECK (kind IN ('deploy', 'destroy', 'warm_pool', 'recover',
+											  'stop', 'start', 'deliver_alerts')),
 	deployment_id bigint REFERENCES dborch.deployments (id),
 	owner		name NOT NULL,
 	args		jsonb NOT NULL DEFAULT '{}',
@@ -135,6 +137,52 @@ CREATE TABLE dborch.quotas (
 );
 COMMENT ON TABLE dborch.quotas IS 'quotas: per-owner limits on deployments and memory';
 
+-- Health and metric samples written by the prober, one per instance and
+-- probe period; deleted after dborch.metrics_retention.  Unlogged: samples
+-- are cheap to lose in a crash and expensive to WAL-log.
+CREATE UNLOGGED TABLE dborch.probes (
+	at			timestamptz NOT NULL,
+	instance_id bigint NOT NULL,
+	deployment_id bigint NOT NULL,
+	up			boolean NOT NULL,
+	latency_ms	double precision,
+	error		text,
+	connections bigint,
+	xact_commit bigint,
+	db_size_bytes bigint,
+	in_recovery boolean,
+	replication_lag_bytes bigint,
+	used_memory_bytes bigint,
+	ops_per_sec bigint,
+	keys		bigint,
+	cpu_percent double precision,
+	rss_bytes	bigint
+);
+CREATE INDEX probes_instance_at ON dborch.probes (instance_id, at);
+CREATE INDEX probes_at ON dborch.probes (at);
+COMMENT ON TABLE dborch.probes IS 'probes: health and metric samples of every instance';
+
+-- Alerts for the webhook, Alertmanager-shaped; delivered by a job worker,
+-- retried with backoff, kept after delivery.
+CREATE TABLE dborch.alerts (
+	id			bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	created_at	timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+	deployment_id bigint REFERENCES dborch.deployments (id),
+	instance_id bigint,
+	owner		name,
+	status		text NOT NULL CHECK (status IN ('firing', 'resolved')),
+	starts_at	timestamptz NOT NULL,
+	ends_at		timestamptz,
+	payload		jsonb NOT NULL,
+	delivery	text NOT NULL DEFAULT 'pending' CHECK (delivery IN ('pending', 'sent', 'failed')),
+	attempts	integer NOT NULL DEFAULT 0,
+	next_attempt_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+	last_error	text,
+	sent_at		timestamptz
+);
+CREATE INDEX alerts_pending ON dborch.alerts (next_attempt_at) WHERE delivery = 'pending';
+COMMENT ON TABLE dborch.alerts IS 'alerts: webhook notifications and their delivery';
+
 -- Pre-initialized PostgreSQL data directories that make a deploy skip initdb.
 -- Holds the bootstrap password of each entry: superuser only.
 CREATE TABLE dborch.warm_pool (
@@ -158,6 +206,7 @@ SELECT pg_catalog.pg_extension_config_dump('dborch.events', '');
 SELECT pg_catalog.pg_extension_config_dump('dborch.secrets', '');
 SELECT pg_catalog.pg_extension_config_dump('dborch.quotas', '');
 SELECT pg_catalog.pg_extension_config_dump('dborch.warm_pool', '');
+SELECT pg_catalog.pg_extension_config_dump('dborch.alerts', '');
 
 ------------------------------------------------------------------------------
 -- Privileges and row-level security
@@ -169,7 +218,7 @@ SELECT pg_catalog.pg_extension_config_dump('dborch.warm_pool', '');
 
 REVOKE ALL ON ALL TABLES IN SCHEMA dborch FROM PUBLIC;
 GRANT SELECT ON dborch.deployments, dborch.instances, dborch.jobs, dborch.events,
-	dborch.secrets, dborch.quotas TO dborch_user, dborch_admin;
+	dborch.secrets, dborch.quotas, dborch.probes, dborch.alerts TO dborch_user, dborch_admin;
 GRANT INSERT, UPDATE, DELETE ON dborch.quotas TO dborch_admin;
 
 ALTER TABLE dborch.deployments ENABLE ROW LEVEL SECURITY;
@@ -178,6 +227,8 @@ ALTER TABLE dborch.jobs ENABLE ROW LEVEL SECURITY;
 ALTER TABLE dborch.events ENABLE ROW LEVEL SECURITY;
 ALTER TABLE dborch.secrets ENABLE ROW LEVEL SECURITY;
 ALTER TABLE dborch.quotas ENABLE ROW LEVEL SECURITY;
+ALTER TABLE dborch.probes ENABLE ROW LEVEL SECURITY;
+ALTER TABLE dborch.alerts ENABLE ROW LEVEL SECURITY;
 
 CREATE POLICY own_rows ON dborch.deployments FOR SELECT TO dborch_user
 	USING (owner = current_user);
@@ -186,6 +237,12 @@ CREATE POLICY all_rows ON dborch.deployments FOR SELECT TO dborch_admin
 -- Instances follow the visibility of their deployment.
 CREATE POLICY visible_deployment ON dborch.instances FOR SELECT TO dborch_user, dborch_admin
 	USING (deployment_id IN (SELECT d.id FROM dborch.deployments d));
+CREATE POLICY visible_deployment ON dborch.probes FOR SELECT TO dborch_user, dborch_admin
+	USING (deployment_id IN (SELECT d.id FROM dborch.deployments d));
+CREATE POLICY own_rows ON dborch.alerts FOR SELECT TO dborch_user
+	USING (owner = current_user);
+CREATE POLICY all_rows ON dborch.alerts FOR SELECT TO dborch_admin
+	USING (true);
 CREATE POLICY own_rows ON dborch.jobs FOR SELECT TO dborch_user
 	USING (owner = current_user);
 CREATE POLICY all_rows ON dborch.jobs FOR SELECT TO dborch_admin
@@ -268,6 +325,130 @@ AS 'MODULE_PATHNAME', 'dborch_cancel_job';
 COMMENT ON FUNCTION dborch.cancel_job(bigint) IS
 	'cancel a queued job, or ask a running one to stop at its next stage';
 
+CREATE FUNCTION dborch.stop(name text)
+RETURNS dborch.deployments
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'dborch_stop';
+COMMENT ON FUNCTION dborch.stop(text) IS
+	'stop a deployment''s processes on purpose: no alert, no automatic restart';
+
+CREATE FUNCTION dborch.start(name text)
+RETURNS dborch.deployments
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'dborch_start';
+COMMENT ON FUNCTION dborch.start(text) IS
+	'start a stopped deployment again';
+
+-- State of the background workers, from shared memory (used by health()).
+CREATE FUNCTION dborch._worker_status(
+	OUT launcher_pid integer, OUT prober_pid integer, OUT job_workers integer,
+	OUT probe_targets integer, OUT probe_connections integer,
+	OUT probe_descriptors_exhausted boolean, OUT prober_loop_at timestamptz)
+RETURNS record
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'dborch_worker_status';
+
+-- Statement trigger: a change to what the prober must probe wakes it at commit.
+CREATE FUNCTION dborch._probe_targets_changed()
+RETURNS trigger
+LANGUAGE C
+AS 'MODULE_PATHNAME', 'dborch_probe_targets_changed';
+CREATE TRIGGER probe_targets_changed
+	AFTER INSERT OR DELETE OR UPDATE OF status, host, port, pid ON dborch.instances
+	FOR EACH STATEMENT EXECUTE FUNCTION dborch._probe_targets_changed();
+CREATE TRIGGER probe_targets_changed
+	AFTER UPDATE OF status ON dborch.deployments
+	FOR EACH STATEMENT EXECUTE FUNCTION dborch._probe_targets_changed();
+
+-- One row about the whole system, as the caller may see it.
+CREATE FUNCTION dborch.health(
+	OUT instances_up bigint, OUT instances_down bigint, OUT instances_total bigint,
+	OUT deployments jsonb,
+	OUT jobs_queued bigint, OUT jobs_running bigint, OUT jobs_failed bigint,
+	OUT launcher_alive boolean, OUT prober_alive boolean, OUT job_workers integer,
+	OUT last_probe_age interval, OUT probe_targets integer, OUT probe_connections integer,
+	OUT probe_descriptors_exhausted boolean, OUT alerts_pending bigint)
+RETURNS record
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT
+		(SELECT count(*) FROM dborch.instances WHERE status = 'running'),
+		(SELECT count(*) FROM dborch.instances WHERE status = 'down'),
+		(SELECT count(*) FROM dborch.instances WHERE status <> 'destroyed'),
+		(SELECT coalesce(jsonb_object_agg(status, n), '{}')
+		   FROM (SELECT status, count(*) AS n FROM dborch.deployments GROUP BY status) s),
+		(SELECT count(*) FROM dborch.jobs WHERE state = 'queued'),
+		(SELECT count(*) FROM dborch.jobs WHERE state = 'running'),
+		(SELECT count(*) FROM dborch.jobs WHERE state = 'failed'),
+		w.launcher_pid IS NOT NULL, w.prober_pid IS NOT NULL, w.job_workers,
+		clock_timestamp() - (SELECT max(at) FROM dborch.probes),
+		w.probe_targets, w.probe_connections, w.probe_descriptors_exhausted,
+		(SELECT count(*) FROM dborch.alerts WHERE delivery = 'pending')
+	FROM dborch._worker_status() w
+$$;
+COMMENT ON FUNCTION dborch.health() IS
+	'instances up and down, deployments by status, jobs, workers, probe age, pending alerts';
+
+-- Samples of a deployment's instances since an interval ago, oldest first.
+CREATE FUNCTION dborch.metrics(name text, since interval DEFAULT '10 minutes')
+RETURNS TABLE (at timestamptz, instance_id bigint, role text, up boolean,
+			   latency_ms double precision, connections bigint, xact_commit bigint,
+			   db_size_bytes bigint, in_recovery boolean, replication_lag_bytes bigint,
+			   used_memory_bytes bigint, ops_per_sec bigint, keys bigint,
+			   cpu_percent double precision, rss_bytes bigint, error text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	dep bigint;
+BEGIN
+	SELECT d.id INTO dep FROM dborch.deployments d
+	 WHERE d.name = metrics.name ORDER BY d.status = 'destroyed', d.id DESC LIMIT 1;
+	IF dep IS NULL THEN
+		RAISE EXCEPTION 'deployment "%" does not exist', metrics.name USING ERRCODE = '42704';
+	END IF;
+	RETURN QUERY
+		SELECT p.at, p.instance_id, i.role, p.up, p.latency_ms, p.connections, p.xact_commit,
+			   p.db_size_bytes, p.in_recovery, p.replication_lag_bytes, p.used_memory_bytes,
+			   p.ops_per_sec, p.keys, p.cpu_percent, p.rss_bytes, p.error
+		  FROM dborch.probes p JOIN dborch.instances i ON i.id = p.instance_id
+		 WHERE p.deployment_id = dep AND p.at >= clock_timestamp() - since
+		 ORDER BY p.at, p.instance_id;
+END
+$$;
+COMMENT ON FUNCTION dborch.metrics(text, interval) IS
+	'health and metric samples of a deployment''s instances';
+
+-- The latest sample of every live instance, shaped for postgres_exporter's
+-- custom queries (one row per instance, labels then values; see
+-- prometheus/queries.yaml).
+CREATE VIEW dborch.prometheus_metrics WITH (security_invoker = true) AS
+	SELECT d.name AS deployment, d.engine, i.role,
+		   i.host || ':' || i.port AS instance,
+		   CASE WHEN i.status = 'running' AND p.up THEN 1 ELSE 0 END AS up,
+		   coalesce(p.latency_ms, 0) / 1000 AS latency_seconds,
+		   coalesce(p.connections, 0) AS connections,
+		   coalesce(p.xact_commit, 0) AS xact_commit,
+		   coalesce(p.db_size_bytes, 0) AS database_size_bytes,
+		   coalesce(p.replication_lag_bytes, 0) AS replication_lag_bytes,
+		   coalesce(p.used_memory_bytes, 0) AS used_memory_bytes,
+		   coalesce(p.ops_per_sec, 0) AS ops_per_second,
+		   coalesce(p.keys, 0) AS keys,
+		   coalesce(p.cpu_percent, 0) AS cpu_percent,
+		   coalesce(p.rss_bytes, 0) AS resident_memory_bytes,
+		   extract(epoch FROM clock_timestamp() - p.at) AS sample_age_seconds
+	  FROM dborch.instances i
+	  JOIN dborch.deployments d ON d.id = i.deployment_id
+	  LEFT JOIN LATERAL (SELECT * FROM dborch.probes p
+						  WHERE p.instance_id = i.id ORDER BY p.at DESC LIMIT 1) p ON true
+	 WHERE i.status <> 'destroyed';
+GRANT SELECT ON dborch.prometheus_metrics TO dborch_user, dborch_admin;
+COMMENT ON VIEW dborch.prometheus_metrics IS 'latest metrics per instance, for postgres_exporter';
+
 -- Nothing is callable by PUBLIC; dborch_user and dborch_admin get the API.
 DO $grants$
 DECLARE
@@ -275,9 +456,11 @@ DECLARE
 BEGIN
 	FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
 			 WHERE p.pronamespace = 'dborch'::regnamespace
+			   AND p.prorettype <> 'trigger'::regtype
 	LOOP
 		EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
 		EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO dborch_user, dborch_admin', f);
 	END LOOP;
+	REVOKE ALL ON FUNCTION dborch._probe_targets_changed() FROM PUBLIC;
 END
 $grants$;

@@ -133,12 +133,14 @@ static bool
 is_transitional(const char *status)
 {
 	return strcmp(status, "pending") == 0 || strcmp(status, "provisioning") == 0 ||
+		strcmp(status, "stopping") == 0 || strcmp(status, "starting") == 0 ||
 		strcmp(status, "destroying") == 0;
 }
 
 /*
  * dborch.wait(name, timeout): block until the deployment leaves pending,
- * provisioning and destroying.  Errors if it failed or on timeout.
+ * provisioning, stopping, starting and destroying.  Errors if it failed or
+ * on timeout.
  */
 Datum
 dborch_wait(PG_FUNCTION_ARGS)

@@ -533,6 +533,17 @@ cat_unfinished_job(int64 deployment_id, const char *kind)
 	return r->nrows ? cat_int64(r, 0, "id") : 0;
 }
 
+/* The id of a queued or running job of this kind without a deployment, or 0. */
+int64
+cat_unfinished_kind(const char *kind)
+{
+	CatResult  *r = cat_query("SELECT id FROM dborch.jobs WHERE kind = $1"
+							  " AND state IN ('queued', 'running') LIMIT 1",
+							  1, kind);
+
+	return r->nrows ? cat_int64(r, 0, "id") : 0;
+}
+
 /* Cancel a deployment's queued jobs and ask its running ones to stop. */
 void
 cat_cancel_unfinished_jobs(int64 deployment_id)
@@ -870,12 +881,12 @@ cat_create_instance(int64 deployment_id, const char *host, int low_port, int hig
 	}
 }
 
-/* Set an instance's status, and its pid when pid >= 0. */
+/* Set an instance's status, and its pid when pid > 0 (0: no process). */
 void
 cat_set_instance_status(int64 id, const char *status, int pid)
 {
 	cat_query("UPDATE dborch.instances SET status = $2,"
-			  " pid = CASE WHEN $3::int >= 0 THEN $3::int ELSE pid END,"
+			  " pid = CASE WHEN $3::int > 0 THEN $3::int WHEN $3::int = 0 THEN NULL ELSE pid END,"
 			  " updated_at = pg_catalog.now()"
 			  " WHERE id = $1::bigint",
 			  3, cat_i64(id), status, psprintf("%d", pid));
@@ -1015,4 +1026,212 @@ cat_pool_needs_entry(int size)
 							  0);
 
 	return cat_int64(r, 0, "building") == 0 && cat_int64(r, 0, "ready") < size;
+}
+
+/* ---------------------------------------------------------------------
+ * Health: the prober's targets, samples and transitions
+ * ---------------------------------------------------------------------
+ */
+
+/* Instances the prober watches: running or down, of deployments in service. */
+CatResult *
+cat_probe_targets(void)
+{
+	return cat_query("SELECT i.id, i.deployment_id, d.name AS deployment, d.engine, i.host,"
+					 " i.port, i.pid, i.status, s.value AS password"
+					 " FROM dborch.instances i"
+					 " JOIN dborch.deployments d ON d.id = i.deployment_id"
+					 " LEFT JOIN dborch.secrets s ON s.deployment_id = d.id AND s.name = 'password'"
+					 " WHERE i.status IN ('running', 'down')"
+					 " AND d.status IN ('ready', 'degraded', 'down')"
+					 " ORDER BY i.id",
+					 0);
+}
+
+/* Store a batch of samples (a JSON array of dborch.probes rows). */
+void
+cat_record_probes(const char *samples)
+{
+	cat_query("INSERT INTO dborch.probes (at, instance_id, deployment_id, up, latency_ms, error,"
+			  "   connections, xact_commit, db_size_bytes, in_recovery, replication_lag_bytes,"
+			  "   used_memory_bytes, ops_per_sec, keys, cpu_percent, rss_bytes)"
+			  " SELECT at, instance_id, deployment_id, up, latency_ms, error, connections,"
+			  "   xact_commit, db_size_bytes, in_recovery, replication_lag_bytes,"
+			  "   used_memory_bytes, ops_per_sec, keys, cpu_percent, rss_bytes"
+			  " FROM pg_catalog.jsonb_to_recordset($1::jsonb) AS x(at timestamptz,"
+			  "   instance_id bigint, deployment_id bigint, up boolean, latency_ms float8,"
+			  "   error text, connections bigint, xact_commit bigint, db_size_bytes bigint,"
+			  "   in_recovery boolean, replication_lag_bytes bigint, used_memory_bytes bigint,"
+			  "   ops_per_sec bigint, keys bigint, cpu_percent float8, rss_bytes bigint)",
+			  1, samples);
+	cat_query("UPDATE dborch.instances i SET last_probe_at = x.at"
+			  " FROM pg_catalog.jsonb_to_recordset($1::jsonb) AS x(at timestamptz, instance_id bigint)"
+			  " WHERE i.id = x.instance_id",
+			  1, samples);
+}
+
+/*
+ * An instance went down (or came back): its status, its deployment's
+ * status (ready when all instances run, down when none, else degraded), an
+ * event, a NOTIFY on dborch_events, an alert, and for a down instance a
+ * recovery job.  Nothing happens if the instance is no longer in the state
+ * the prober saw (destroyed or stopped in between).
+ */
+void
+cat_instance_health_changed(int64 instance_id, bool down, int failures, const char *error)
+{
+	CatResult  *r;
+	const char *dep;
+	const char *kind = down ? "instance_down" : "recovered";
+	char	   *detail;
+
+	r = cat_query("UPDATE dborch.instances SET status = $2, updated_at = pg_catalog.now()"
+				  " WHERE id = $1::bigint AND status = $3"
+				  " RETURNING deployment_id, host || ':' || port AS endpoint",
+				  3, cat_i64(instance_id), down ? "down" : "running", down ? "running" : "down");
+	if (r->nrows == 0)
+		return;
+	dep = cat_value(r, 0, "deployment_id");
+
+	cat_query("UPDATE dborch.deployments d SET updated_at = pg_catalog.now(), status ="
+			  "   CASE WHEN c.up = c.total THEN 'ready' WHEN c.up = 0 THEN 'down' ELSE 'degraded' END"
+			  " FROM (SELECT pg_catalog.count(*) FILTER (WHERE status = 'running') AS up,"
+			  "              pg_catalog.count(*) AS total"
+			  "       FROM dborch.instances WHERE deployment_id = $1::bigint"
+			  "       AND status <> 'destroyed') c"
+			  " WHERE d.id = $1::bigint AND d.status IN ('ready', 'degraded', 'down')",
+			  1, dep);
+
+	detail = psprintf("{\"instance_id\": " INT64_FORMAT ", \"endpoint\": \"%s\", \"failures\": %d}",
+					  instance_id, cat_value(r, 0, "endpoint"), failures);
+	cat_event(DBORCH_ACTOR, strtoi64(dep, NULL, 10), 0, kind,
+			  down ? psprintf("instance %s is down after %d missed probes: %s",
+							  cat_value(r, 0, "endpoint"), failures, error ? error : "no answer")
+			  : psprintf("instance %s answers again", cat_value(r, 0, "endpoint")),
+			  detail);
+
+	/* the same facts for listeners and the webhook */
+	cat_query("SELECT pg_catalog.pg_notify('dborch_events', pg_catalog.jsonb_build_object("
+			  "   'event', $2, 'deployment', d.name, 'engine', d.engine, 'status', d.status,"
+			  "   'instance_id', i.id, 'host', i.host, 'port', i.port, 'role', i.role,"
+			  "   'error', $3, 'at', pg_catalog.clock_timestamp())::text)"
+			  " FROM dborch.instances i JOIN dborch.deployments d ON d.id = i.deployment_id"
+			  " WHERE i.id = $1::bigint",
+			  3, cat_i64(instance_id), kind, down ? error : NULL);
+	cat_query("WITH i AS ("
+			  "   SELECT i.id, i.host || ':' || i.port AS endpoint, d.id AS deployment_id, d.name,"
+			  "          d.engine, d.owner, d.environment,"
+			  "          CASE WHEN $2 = 'firing' THEN pg_catalog.clock_timestamp()"
+			  "               ELSE coalesce((SELECT a.starts_at FROM dborch.alerts a"
+			  "                              WHERE a.instance_id = i.id AND a.status = 'firing'"
+			  "                              ORDER BY a.id DESC LIMIT 1), pg_catalog.clock_timestamp())"
+			  "          END AS starts_at,"
+			  "          CASE WHEN $2 = 'resolved' THEN pg_catalog.clock_timestamp() END AS ends_at"
+			  "   FROM dborch.instances i JOIN dborch.deployments d ON d.id = i.deployment_id"
+			  "   WHERE i.id = $1::bigint),"
+			  " a AS ("
+			  "   SELECT i.*, pg_catalog.jsonb_build_object('alertname', 'DborchInstanceDown',"
+			  "            'deployment', i.name, 'instance', i.endpoint, 'engine', i.engine,"
+			  "            'environment', i.environment, 'severity', 'critical') AS labels,"
+			  "          pg_catalog.jsonb_build_object("
+			  "            'summary', 'instance ' || i.endpoint || ' of deployment ' || i.name || ' is down',"
+			  "            'description', coalesce($3, 'it answers again')) AS annotations"
+			  "   FROM i)"
+			  " INSERT INTO dborch.alerts (deployment_id, instance_id, owner, status, starts_at, ends_at, payload)"
+			  " SELECT a.deployment_id, a.id, a.owner, $2, a.starts_at, a.ends_at,"
+			  "   pg_catalog.jsonb_build_object('version', '4', 'status', $2, 'receiver', 'dborch',"
+			  "     'groupKey', 'dborch/' || a.name || '/' || a.endpoint, 'truncatedAlerts', 0,"
+			  "     'groupLabels', pg_catalog.jsonb_build_object('alertname', 'DborchInstanceDown'),"
+			  "     'commonLabels', a.labels, 'commonAnnotations', a.annotations, 'externalURL', '',"
+			  "     'alerts', pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object("
+			  "       'status', $2, 'labels', a.labels, 'annotations', a.annotations,"
+			  "       'startsAt', pg_catalog.to_char(a.starts_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
+			  "       'endsAt', coalesce(pg_catalog.to_char(a.ends_at AT TIME ZONE 'UTC',"
+			  "                          'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), '0001-01-01T00:00:00Z'),"
+			  "       'generatorURL', '',"
+			  "       'fingerprint', pg_catalog.left(pg_catalog.md5(a.labels::text), 16))))"
+			  " FROM a",
+			  3, cat_i64(instance_id), down ? "firing" : "resolved", down ? error : NULL);
+	dborch_wake_launcher_at_commit();
+
+	if (down && cat_unfinished_job(strtoi64(dep, NULL, 10), "recover") == 0)
+	{
+		CatResult  *o = cat_query("SELECT owner FROM dborch.deployments WHERE id = $1::bigint", 1, dep);
+
+		cat_queue_job("recover", strtoi64(dep, NULL, 10), cat_value(o, 0, "owner"),
+					  psprintf("{\"instance_id\": " INT64_FORMAT "}", instance_id));
+	}
+}
+
+/* The pid of an instance, its status unchanged (a recovery restarted it). */
+void
+cat_set_instance_pid(int64 id, int pid)
+{
+	cat_query("UPDATE dborch.instances SET pid = $2::int, updated_at = pg_catalog.now()"
+			  " WHERE id = $1::bigint",
+			  2, cat_i64(id), psprintf("%d", pid));
+}
+
+/* One instance by id, with its deployment's columns. */
+Instance *
+cat_instance(int64 id)
+{
+	CatResult  *r = cat_query(INSTANCE_QUERY " WHERE i.id = $1::bigint", 1, cat_i64(id));
+
+	return r->nrows ? instance_from(r, 0) : NULL;
+}
+
+/* Delete probe samples older than dborch.metrics_retention. */
+void
+cat_expire_probes(void)
+{
+	cat_query("DELETE FROM dborch.probes"
+			  " WHERE at < pg_catalog.now() - pg_catalog.make_interval(secs => $1::float8)",
+			  1, psprintf("%d", dborch_metrics_retention_s));
+}
+
+/* ---------------------------------------------------------------------
+ * Alerts
+ * ---------------------------------------------------------------------
+ */
+
+/* Alerts due for delivery (id, payload, attempts), oldest first. */
+CatResult *
+cat_due_alerts(int limit)
+{
+	return cat_query("SELECT id, payload::text AS payload, attempts FROM dborch.alerts"
+					 " WHERE delivery = 'pending' AND next_attempt_at <= pg_catalog.clock_timestamp()"
+					 " ORDER BY id LIMIT $1::int",
+					 1, psprintf("%d", limit));
+}
+
+/*
+ * Record one delivery attempt: sent, or pending again after retry_ms, or
+ * failed for good once the alert is a day old.
+ */
+void
+cat_alert_attempted(int64 id, bool sent, const char *error, int retry_ms)
+{
+	cat_query("UPDATE dborch.alerts SET attempts = attempts + 1, last_error = $3,"
+			  " delivery = CASE WHEN $2::bool THEN 'sent'"
+			  "   WHEN created_at < pg_catalog.clock_timestamp() - interval '1 day' THEN 'failed'"
+			  "   ELSE 'pending' END,"
+			  " sent_at = CASE WHEN $2::bool THEN pg_catalog.clock_timestamp() END,"
+			  " next_attempt_at = pg_catalog.clock_timestamp()"
+			  "   + pg_catalog.make_interval(secs => $4::float8 / 1000)"
+			  " WHERE id = $1::bigint",
+			  4, cat_i64(id), sent ? "true" : "false", error, psprintf("%d", retry_ms));
+}
+
+/* Milliseconds until the next alert delivery is due, -1 if none. */
+int64
+cat_next_alert_due_ms(void)
+{
+	CatResult  *r = cat_query("SELECT pg_catalog.ceil(1000 * extract(epoch FROM"
+							  "   pg_catalog.min(next_attempt_at) - pg_catalog.clock_timestamp()))::bigint AS ms"
+							  " FROM dborch.alerts WHERE delivery = 'pending'",
+							  0);
+	const char *v = cat_value(r, 0, "ms");
+
+	return v ? Max(strtoi64(v, NULL, 10), 0) : -1;
 }

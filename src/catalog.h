@@ -107,6 +107,7 @@ extern int64 cat_queue_job(const char *kind, int64 deployment_id, const char *ow
 extern Job *cat_job(int64 id);
 extern Datum cat_job_row(int64 id);
 extern int64 cat_unfinished_job(int64 deployment_id, const char *kind);
+extern int64 cat_unfinished_kind(const char *kind);
 extern void cat_cancel_unfinished_jobs(int64 deployment_id);
 extern bool cat_cancel_job(int64 id);
 extern List *cat_claim_jobs(int limit);
@@ -146,5 +147,19 @@ extern void cat_pool_delete(int64 id);
 extern void cat_pool_delete_claimed(int64 instance_id);
 extern bool cat_pool_entry(int64 id, char **directory, char **password);
 extern bool cat_pool_needs_entry(int size);
+
+/* health */
+extern CatResult *cat_probe_targets(void);
+extern void cat_record_probes(const char *samples);
+extern void cat_instance_health_changed(int64 instance_id, bool down, int failures,
+										const char *error);
+extern void cat_set_instance_pid(int64 id, int pid);
+extern Instance *cat_instance(int64 id);
+extern void cat_expire_probes(void);
+
+/* alerts */
+extern CatResult *cat_due_alerts(int limit);
+extern void cat_alert_attempted(int64 id, bool sent, const char *error, int retry_ms);
+extern int64 cat_next_alert_due_ms(void);
 
 #endif							/* DBORCH_CATALOG_H */

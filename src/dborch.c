@@ -35,19 +35,25 @@ PG_MODULE_MAGIC;
 void		_PG_init(void);
 
 /* GUC variables */
+int			dborch_alert_timeout_ms = 5000;
+char	   *dborch_alert_webhook_url = NULL;
 char	   *dborch_data_directory = NULL;
 char	   *dborch_database = NULL;
 int			dborch_default_max_deployments = 20;
 int			dborch_default_max_memory_mb = 4096;
+int			dborch_failure_threshold = 3;
 char	   *dborch_initdb_path = NULL;
 int			dborch_job_max_attempts = 3;
 char	   *dborch_listen_address = NULL;
 int			dborch_max_job_workers = 4;
+int			dborch_metrics_retention_s = 3600;
 char	   *dborch_pause_at_stage = NULL;
 char	   *dborch_pg_ctl_path = NULL;
 static char *dborch_port_range = NULL;
 int			dborch_port_range_low = 20000;
 int			dborch_port_range_high = 29999;
+int			dborch_probe_interval_ms = 1000;
+int			dborch_probe_timeout_ms = 1000;
 char	   *dborch_redis_server_path = NULL;
 int			dborch_start_timeout_ms = 60000;
 int			dborch_warm_pool_size = 2;
@@ -59,13 +65,14 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 /* Backend-local state of the current transaction. */
 static bool wake_at_commit = false;
+static bool probe_targets_changed = false;
 static List *queued_deployments = NIL;	/* int64 ids, in TopTransactionContext */
 
 static bool check_listen_address(char **newval, void **extra, GucSource source);
 static bool check_port_range(char **newval, void **extra, GucSource source);
 static void assign_port_range(const char *newval, void *extra);
 static void define_gucs(void);
-static void register_launcher(void);
+static void register_workers(void);
 static void dborch_shmem_request(void);
 static void dborch_shmem_startup(void);
 static void dborch_xact_callback(XactEvent event, void *arg);
@@ -91,13 +98,25 @@ _PG_init(void)
 	shmem_startup_hook = dborch_shmem_startup;
 
 	RegisterXactCallback(dborch_xact_callback, NULL);
-	register_launcher();
+	register_workers();
 }
 
 /* Every GUC of dborch, in alphabetical order. */
 static void
 define_gucs(void)
 {
+	DefineCustomIntVariable("dborch.alert_timeout",
+							"How long one webhook delivery may take.",
+							NULL,
+							&dborch_alert_timeout_ms, 5000, 100, 600000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomStringVariable("dborch.alert_webhook_url",
+							   "URL that receives alerts (Alertmanager webhook JSON), empty for none.",
+							   NULL,
+							   &dborch_alert_webhook_url, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
 	DefineCustomStringVariable("dborch.data_directory",
 							   "Directory under which managed instances live.",
 							   "Empty means the control cluster's data directory with the suffix _dborch.",
@@ -121,6 +140,12 @@ define_gucs(void)
 							NULL,
 							&dborch_default_max_memory_mb, 4096, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MB,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("dborch.failure_threshold",
+							"Missed probes in a row before an instance is down.",
+							NULL,
+							&dborch_failure_threshold, 3, 1, 100,
+							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 	DefineCustomStringVariable("dborch.initdb_path",
 							   "Path of the initdb program.",
@@ -146,6 +171,12 @@ define_gucs(void)
 							&dborch_max_job_workers, 4, 1, 64,
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
+	DefineCustomIntVariable("dborch.metrics_retention",
+							"How long probe samples are kept in dborch.probes.",
+							NULL,
+							&dborch_metrics_retention_s, 3600, 60, 366 * 86400,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
 	DefineCustomStringVariable("dborch.pause_at_stage",
 							   "Testing aid: job workers pause at this stage (kind:stage or kind:stage:after).",
 							   NULL,
@@ -164,6 +195,18 @@ define_gucs(void)
 							   &dborch_port_range, "20000-29999",
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 							   check_port_range, assign_port_range, NULL);
+	DefineCustomIntVariable("dborch.probe_interval",
+							"Time between two probes of an instance.",
+							NULL,
+							&dborch_probe_interval_ms, 1000, 100, 3600000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("dborch.probe_timeout",
+							"Deadline of one probe (connecting included).",
+							NULL,
+							&dborch_probe_timeout_ms, 1000, 10, 600000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
 	DefineCustomStringVariable("dborch.redis_server_path",
 							   "Path of the redis-server program.",
 							   NULL,
@@ -236,21 +279,30 @@ assign_port_range(const char *newval, void *extra)
 	}
 }
 
-/* Register the static launcher worker. */
+/* Register the static workers: the launcher and the prober. */
 static void
-register_launcher(void)
+register_workers(void)
 {
-	BackgroundWorker worker;
+	static const char *const names[][2] = {
+		{"dborch launcher", "dborch_launcher_main"},
+		{"dborch prober", "dborch_prober_main"},
+	};
+	int			i;
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 1;
-	strlcpy(worker.bgw_library_name, "dborch", BGW_MAXLEN);
-	strlcpy(worker.bgw_function_name, "dborch_launcher_main", BGW_MAXLEN);
-	strlcpy(worker.bgw_name, "dborch launcher", BGW_MAXLEN);
-	strlcpy(worker.bgw_type, "dborch launcher", BGW_MAXLEN);
-	RegisterBackgroundWorker(&worker);
+	for (i = 0; i < lengthof(names); i++)
+	{
+		BackgroundWorker worker;
+
+		memset(&worker, 0, sizeof(worker));
+		worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+		worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+		worker.bgw_restart_time = 1;
+		strlcpy(worker.bgw_library_name, "dborch", BGW_MAXLEN);
+		strlcpy(worker.bgw_function_name, names[i][1], BGW_MAXLEN);
+		strlcpy(worker.bgw_name, names[i][0], BGW_MAXLEN);
+		strlcpy(worker.bgw_type, names[i][0], BGW_MAXLEN);
+		RegisterBackgroundWorker(&worker);
+	}
 }
 
 static void
@@ -276,6 +328,13 @@ dborch_shmem_startup(void)
 		memset(dborch_shared, 0, sizeof(DborchShared));
 		SpinLockInit(&dborch_shared->mutex);
 		ConditionVariableInit(&dborch_shared->state_cv);
+		pg_atomic_init_u64(&dborch_shared->probe_generation, 1);
+		pg_atomic_init_u32(&dborch_shared->probe_now, 0);
+		pg_atomic_init_u32(&dborch_shared->job_workers, 0);
+		pg_atomic_init_u32(&dborch_shared->prober_targets, 0);
+		pg_atomic_init_u32(&dborch_shared->prober_connected, 0);
+		pg_atomic_init_u32(&dborch_shared->prober_fd_exhausted, 0);
+		pg_atomic_init_u64(&dborch_shared->prober_last_loop, 0);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -291,6 +350,36 @@ dborch_wake_launcher(void)
 	SpinLockRelease(&dborch_shared->mutex);
 	if (latch != NULL)
 		SetLatch(latch);
+}
+
+/*
+ * Wake the prober: after its target list changed (it compares the
+ * generation), or with probe_now to look at down instances at once.
+ */
+void
+dborch_wake_prober(bool probe_now)
+{
+	Latch	   *latch;
+
+	if (probe_now)
+		pg_atomic_write_u32(&dborch_shared->probe_now, 1);
+	SpinLockAcquire(&dborch_shared->mutex);
+	latch = dborch_shared->prober_latch;
+	SpinLockRelease(&dborch_shared->mutex);
+	if (latch != NULL)
+		SetLatch(latch);
+}
+
+/*
+ * Statement trigger on instances and deployments: what the prober probes
+ * changed, so wake it when this transaction commits.
+ */
+PG_FUNCTION_INFO_V1(dborch_probe_targets_changed);
+Datum
+dborch_probe_targets_changed(PG_FUNCTION_ARGS)
+{
+	probe_targets_changed = true;
+	return PointerGetDatum(NULL);
 }
 
 /* Set the launcher's latch when the current transaction commits. */
@@ -346,10 +435,16 @@ dborch_xact_callback(XactEvent event, void *arg)
 				dborch_wake_launcher();
 				dborch_broadcast_state_change();
 			}
+			if (probe_targets_changed)
+			{
+				pg_atomic_fetch_add_u64(&dborch_shared->probe_generation, 1);
+				dborch_wake_prober(false);
+			}
 			/* FALLTHROUGH */
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			wake_at_commit = false;
+			probe_targets_changed = false;
 			queued_deployments = NIL;	/* its memory went with the transaction */
 			break;
 		default:

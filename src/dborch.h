@@ -8,6 +8,7 @@
 
 #include "postgres.h"
 
+#include "port/atomics.h"
 #include "storage/condition_variable.h"
 #include "storage/latch.h"
 #include "storage/spin.h"
@@ -29,6 +30,8 @@
 #define DBORCH_WAIT_EVENT		PG_WAIT_EXTENSION
 
 /* GUC variables, defined in dborch.c (alphabetical there). */
+extern char *dborch_alert_webhook_url;
+extern int	dborch_alert_timeout_ms;
 extern char *dborch_data_directory;
 extern char *dborch_database;
 extern int	dborch_default_max_deployments;
@@ -37,10 +40,14 @@ extern char *dborch_initdb_path;
 extern int	dborch_job_max_attempts;
 extern char *dborch_listen_address;
 extern int	dborch_max_job_workers;
+extern int	dborch_metrics_retention_s;
+extern int	dborch_failure_threshold;
 extern char *dborch_pause_at_stage;
 extern char *dborch_pg_ctl_path;
 extern int	dborch_port_range_low;
 extern int	dborch_port_range_high;
+extern int	dborch_probe_interval_ms;
+extern int	dborch_probe_timeout_ms;
 extern char *dborch_redis_server_path;
 extern int	dborch_start_timeout_ms;
 extern int	dborch_warm_pool_size;
@@ -48,16 +55,27 @@ extern int	dborch_warm_pool_size;
 /* Shared memory: how backends and workers find and wake each other. */
 typedef struct DborchShared
 {
-	slock_t		mutex;			/* protects launcher_pid and launcher_latch */
+	slock_t		mutex;			/* protects the pids and latches below */
 	pid_t		launcher_pid;
 	Latch	   *launcher_latch;
+	pid_t		prober_pid;
+	Latch	   *prober_latch;
 	ConditionVariable state_cv; /* broadcast when a job or deployment changes */
+	pg_atomic_uint64 probe_generation;	/* bumped when what to probe changed */
+	pg_atomic_uint32 probe_now;	/* set: probe down instances again at once */
+	pg_atomic_uint32 job_workers;	/* job workers running */
+	/* reported by the prober for dborch.health() */
+	pg_atomic_uint32 prober_targets;
+	pg_atomic_uint32 prober_connected;
+	pg_atomic_uint32 prober_fd_exhausted;
+	pg_atomic_uint64 prober_last_loop;	/* TimestampTz */
 } DborchShared;
 
 extern DborchShared *dborch_shared;
 
 /* dborch.c */
 extern void dborch_wake_launcher(void);
+extern void dborch_wake_prober(bool probe_now);
 extern void dborch_wake_launcher_at_commit(void);
 extern void dborch_note_queued_deployment(int64 deployment_id);
 extern bool dborch_queued_in_this_xact(int64 deployment_id);
@@ -82,5 +100,6 @@ extern int64 dborch_now_ms(void);
 /* launcher.c, job_worker.c */
 extern PGDLLEXPORT void dborch_launcher_main(Datum arg);
 extern PGDLLEXPORT void dborch_job_worker_main(Datum arg);
+extern PGDLLEXPORT void dborch_prober_main(Datum arg);
 
 #endif							/* DBORCH_H */

@@ -12,6 +12,7 @@
 #include "postgres.h"
 
 #include <signal.h>
+#include <sys/shm.h>
 #include <unistd.h>
 
 #include "libpq-fe.h"
@@ -148,6 +149,57 @@ postgres_running_pid(Instance *inst)
 	return dborch_process_alive(pid, "postgres") ? pid : 0;
 }
 
+/*
+ * A postmaster killed with SIGKILL leaves postmaster.pid behind, and stays
+ * a zombie until PID 1 reaps it, which can take seconds; meanwhile a new
+ * postmaster refuses to start ("lock file already exists").  The lock file
+ * is stale once its postmaster is dead (or a zombie) and no process is
+ * attached to its shared memory segment any more (its backends have
+ * exited too): the same two checks PostgreSQL makes.  Remove it then; wait
+ * while backends are still attached.
+ */
+static void
+remove_stale_lock_file(Instance *inst)
+{
+	char	   *path = psprintf("%s/postmaster.pid", data_dir(inst));
+	int64		deadline = dborch_now_ms() + 30000;
+
+	for (;;)
+	{
+		char	   *contents = dborch_read_file(path, true);
+		char	   *line = contents;
+		unsigned long key = 0,
+					shmid = 0;
+		struct shmid_ds ds;
+		int			i;
+
+		if (contents == NULL || dborch_process_alive((pid_t) atoi(contents), NULL))
+			return;				/* no lock file, or its postmaster is alive */
+		for (i = 1; line != NULL && i < 7; i++)
+			line = (line = strchr(line, '\n')) ? line + 1 : NULL;
+		if (line == NULL || sscanf(line, "%lu %lu", &key, &shmid) != 2 ||
+			shmctl((int) shmid, IPC_STAT, &ds) != 0 || ds.shm_nattch == 0)
+		{
+			/* the socket's lock file names the same dead postmaster */
+			char	   *socket_lock = psprintf("%s/run/.s.PGSQL.%d.lock", inst->directory, inst->port);
+			char	   *owner = dborch_read_file(socket_lock, true);
+
+			if (owner != NULL && !dborch_process_alive((pid_t) atoi(owner), NULL))
+				unlink(socket_lock);
+			unlink(path);
+			return;
+		}
+		if (dborch_now_ms() > deadline)
+			ereport(ERROR,
+					(errmsg("processes of a dead postmaster still use the shared memory of deployment \"%s\"",
+							inst->deployment_name)));
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 10, DBORCH_WAIT_EVENT);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
 /* pg_ctl start without waiting; then the pid as soon as postmaster.pid has it. */
 static pid_t
 postgres_start(Instance *inst)
@@ -165,6 +217,7 @@ postgres_start(Instance *inst)
 	if (pid != 0)
 		return pid;
 
+	remove_stale_lock_file(inst);
 	rc = spawn_run(argv, ctl_log, 30000);
 	if (rc != 0)
 		ereport(ERROR,

@@ -44,6 +44,10 @@ typedef struct JobKind
 extern const JobKind job_kind_deploy;
 extern const JobKind job_kind_destroy;
 extern const JobKind job_kind_warm_pool;
+extern const JobKind job_kind_recover;
+extern const JobKind job_kind_stop;
+extern const JobKind job_kind_start;
+extern const JobKind job_kind_deliver_alerts;
 
 /* job_deploy.c and job_destroy.c share the teardown of instances */
 extern void job_remove_instances(int64 deployment_id);

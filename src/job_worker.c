@@ -29,7 +29,8 @@
 #include "job.h"
 
 static const JobKind *const job_kinds[] = {
-	&job_kind_deploy, &job_kind_destroy, &job_kind_warm_pool
+	&job_kind_deploy, &job_kind_destroy, &job_kind_warm_pool, &job_kind_recover,
+	&job_kind_stop, &job_kind_start, &job_kind_deliver_alerts
 };
 
 /* Errors that another attempt cannot fix. */

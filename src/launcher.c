@@ -35,6 +35,8 @@
 #define ORPHAN_CHECK_MS 30000
 /* Wait after an error in the loop, so a persistent error does not spin. */
 #define ERROR_RETRY_MS 5000
+/* How often old probe samples are deleted. */
+#define RETENTION_EVERY_MS 60000
 
 typedef struct WorkerSlot
 {
@@ -101,6 +103,7 @@ start_job_worker(ClaimedJob *job)
 	slot->attempt = job->attempt;
 	slot->handle = handle;
 	workers = lappend(workers, slot);
+	pg_atomic_write_u32(&dborch_shared->job_workers, list_length(workers));
 	MemoryContextSwitchTo(old);
 	return true;
 }
@@ -128,6 +131,7 @@ reap_workers(void)
 		pfree(slot);
 		workers = foreach_delete_current(workers, lc);
 	}
+	pg_atomic_write_u32(&dborch_shared->job_workers, list_length(workers));
 }
 
 /*
@@ -162,7 +166,7 @@ requeue_orphans(void)
 
 /*
  * After a (re)start: managed instances run in their own sessions and
- * survived; take note of their pids.  One found dead is marked down.
+ * survived; take note of their pids.
  */
 static void
 adopt_instances(void)
@@ -179,18 +183,10 @@ adopt_instances(void)
 		if (pid != 0)
 		{
 			if (pid != inst->pid)
-				cat_set_instance_status(inst->id, "running", pid);
+				cat_set_instance_pid(inst->id, pid);
 			adopted++;
 		}
-		else
-		{
-			cat_set_instance_status(inst->id, "down", 0);
-			cat_set_deployment_status(inst->deployment_id, "down", "ready,degraded", NULL);
-			cat_event(DBORCH_ACTOR, inst->deployment_id, 0, "instance_down",
-					  psprintf("instance %s:%d was not running when the control plane started",
-							   inst->host, inst->port),
-					  NULL);
-		}
+		/* one that is not running is the prober's to find down and recover */
 	}
 	if (adopted > 0)
 		ereport(LOG, (errmsg("dborch: adopted %d running instances", adopted)));
@@ -221,6 +217,16 @@ refill_warm_pool(void)
 	pool_id = cat_pool_reserve(engine_postgres.versions[0], dborch_data_root());
 	cat_queue_job("warm_pool", 0, GetUserNameFromId(GetUserId(), false),
 				  psprintf("{\"pool_id\": " INT64_FORMAT "}", pool_id));
+}
+
+/* Queue a delivery job when alerts are due and none is queued or running. */
+static void
+deliver_due_alerts(void)
+{
+	if (dborch_alert_webhook_url == NULL || dborch_alert_webhook_url[0] == '\0')
+		return;
+	if (cat_next_alert_due_ms() == 0 && cat_unfinished_kind("deliver_alerts") == 0)
+		cat_queue_job("deliver_alerts", 0, GetUserNameFromId(GetUserId(), false), NULL);
 }
 
 /* Claim due jobs for the free worker slots and start their workers. */
@@ -262,7 +268,9 @@ start_due_jobs(void)
 static long
 launcher_round(bool first_round, int64 *next_orphan_check)
 {
+	static int64 next_retention = 0;
 	int64		due;
+	int64		alerts_due;
 	bool		foreign_jobs;
 
 	cat_begin();
@@ -288,8 +296,20 @@ launcher_round(bool first_round, int64 *next_orphan_check)
 	cat_begin();
 	expire_deployments();
 	refill_warm_pool();
+	deliver_due_alerts();
+	if (dborch_now_ms() >= next_retention)
+	{
+		cat_expire_probes();
+		next_retention = dborch_now_ms() + RETENTION_EVERY_MS;
+	}
 	due = list_length(workers) < dborch_max_job_workers ? cat_next_due_ms() : -1;
+	alerts_due = dborch_alert_webhook_url[0] != '\0' ? cat_next_alert_due_ms() : -1;
 	cat_commit();
+
+	if (alerts_due >= 0)
+		due = (due < 0) ? alerts_due : Min(due, alerts_due);
+	due = (due < 0) ? Max(next_retention - dborch_now_ms(), 0)
+		: Min(due, Max(next_retention - dborch_now_ms(), 0));
 
 	if (*next_orphan_check != PG_INT64_MAX)
 	{

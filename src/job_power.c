@@ -1,0 +1,102 @@
+/*
+ * job_power.c
+ *		The stop and start jobs: an operator stops a deployment on purpose
+ *		(the prober no longer watches it: no alert, no restart) and starts it
+ *		again.
+ */
+#include "postgres.h"
+
+#include "nodes/pg_list.h"
+
+#include "dborch.h"
+#include "engine.h"
+#include "job.h"
+
+static void
+stage_stop(JobContext *ctx)
+{
+	ListCell   *lc;
+
+	foreach(lc, cat_live_instances(ctx->deployment_id))
+	{
+		Instance   *inst = lfirst(lc);
+
+		engine_get(inst->engine)->stop(inst);
+		cat_set_instance_status(inst->id, "stopped", 0);
+	}
+}
+
+static void
+stage_stopped(JobContext *ctx)
+{
+	cat_set_deployment_status(ctx->deployment_id, "stopped", "stopping", NULL);
+	cat_event(DBORCH_ACTOR, ctx->deployment_id, ctx->job_id, "stopped",
+			  "deployment stopped on request", NULL);
+}
+
+static void
+stage_start(JobContext *ctx)
+{
+	ListCell   *lc;
+
+	foreach(lc, cat_live_instances(ctx->deployment_id))
+	{
+		Instance   *inst = lfirst(lc);
+
+		cat_set_instance_status(inst->id, "starting", engine_get(inst->engine)->start(inst));
+	}
+}
+
+static void
+stage_health_validation(JobContext *ctx)
+{
+	char	   *password = cat_secret(ctx->deployment_id, "password");
+	ListCell   *lc;
+
+	foreach(lc, cat_live_instances(ctx->deployment_id))
+	{
+		Instance   *inst = lfirst(lc);
+
+		engine_get(inst->engine)->check_ready(inst, password, dborch_start_timeout_ms);
+		cat_set_instance_status(inst->id, "running", -1);
+	}
+}
+
+static void
+stage_started(JobContext *ctx)
+{
+	cat_set_deployment_status(ctx->deployment_id, "ready", "starting", NULL);
+	cat_event(DBORCH_ACTOR, ctx->deployment_id, ctx->job_id, "started",
+			  "deployment started on request", NULL);
+}
+
+static void
+undo_power(JobContext *ctx, const char *reason)
+{
+	cat_set_deployment_status(ctx->deployment_id, "failed", "stopping,starting", reason);
+}
+
+static const JobStage stop_stages[] = {
+	{"stop", stage_stop},
+	{"finalize", stage_stopped},
+};
+
+static const JobStage start_stages[] = {
+	{"start", stage_start},
+	{"health_validation", stage_health_validation},
+	{"finalize", stage_started},
+};
+
+const JobKind job_kind_stop = {
+	.name = "stop",
+	.stages = stop_stages,
+	.nstages = lengthof(stop_stages),
+	.undo = undo_power,
+};
+
+const JobKind job_kind_start = {
+	.name = "start",
+	.stages = start_stages,
+	.nstages = lengthof(start_stages),
+	.undo = undo_power,
+};

@@ -1,0 +1,79 @@
+/*
+ * job_recover.c
+ *		The recover job, queued by the prober when an instance went down:
+ *		restart the server (pg_ctl start, or redis-server; a server that is
+ *		already back is adopted) and wait until it answers a real query.
+ *		The prober then sees it answer and marks it running ("recovered").
+ *		An instance stopped on purpose or being destroyed is left alone.
+ *		After the last attempt the deployment is failed with the reason.
+ */
+#include "postgres.h"
+
+#include "dborch.h"
+#include "engine.h"
+#include "job.h"
+
+/* The down instance this job recovers, or NULL when there is nothing to do. */
+static Instance *
+instance_to_recover(JobContext *ctx)
+{
+	Instance   *inst = cat_instance(cat_json_int64(ctx->args, "instance_id"));
+	Deployment *d = cat_deployment(ctx->deployment_id);
+
+	if (inst == NULL || d == NULL || strcmp(inst->status, "down") != 0 ||
+		(strcmp(d->status, "down") != 0 && strcmp(d->status, "degraded") != 0))
+		return NULL;
+	return inst;
+}
+
+static void
+stage_restart(JobContext *ctx)
+{
+	Instance   *inst = instance_to_recover(ctx);
+
+	if (inst != NULL)
+		cat_set_instance_pid(inst->id, engine_get(inst->engine)->start(inst));
+}
+
+static void
+stage_health_validation(JobContext *ctx)
+{
+	Instance   *inst = instance_to_recover(ctx);
+
+	if (inst != NULL)
+		engine_get(inst->engine)->check_ready(inst, cat_secret(ctx->deployment_id, "password"),
+											  dborch_start_timeout_ms);
+}
+
+/* Tell the prober to look now: its probe turns the instance running. */
+static void
+stage_finalize(JobContext *ctx)
+{
+	Instance   *inst = instance_to_recover(ctx);
+
+	if (inst == NULL)
+		return;
+	cat_event(DBORCH_ACTOR, ctx->deployment_id, ctx->job_id, "restarted",
+			  psprintf("restarted instance %s:%d", inst->host, inst->port), NULL);
+	dborch_wake_prober(true);
+}
+
+static void
+undo_recover(JobContext *ctx, const char *reason)
+{
+	cat_set_deployment_status(ctx->deployment_id, "failed", "down,degraded",
+							  psprintf("recovery failed: %s", reason));
+}
+
+static const JobStage recover_stages[] = {
+	{"restart", stage_restart},
+	{"health_validation", stage_health_validation},
+	{"finalize", stage_finalize},
+};
+
+const JobKind job_kind_recover = {
+	.name = "recover",
+	.stages = recover_stages,
+	.nstages = lengthof(recover_stages),
+	.undo = undo_recover,
+};
