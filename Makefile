@@ -20,7 +20,7 @@ SHLIB_LINK = -L$(shell $(PG_CONFIG) --libdir) -lpq -lhiredis -lcurl
 
 # No LLVM bitcode: the extension has no hot SQL expressions to JIT, and
 # skipping it removes the clang dependency from the build.
-with_llvm = no
+override with_llvm = no
 
 EXTRA_CLEAN = tmp_check_regress results regression.diffs regression.out
 

@@ -350,12 +350,17 @@ RETURNS record
 LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'dborch_worker_status';
+COMMENT ON FUNCTION dborch._worker_status() IS
+	'internal: state of the background workers in shared memory, for dborch.health()';
 
 -- Statement trigger: a change to what the prober must probe wakes it at commit.
 CREATE FUNCTION dborch._probe_targets_changed()
 RETURNS trigger
 LANGUAGE C
+SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'dborch_probe_targets_changed';
+COMMENT ON FUNCTION dborch._probe_targets_changed() IS
+	'internal: statement trigger that wakes the prober when what it probes changed';
 CREATE TRIGGER probe_targets_changed
 	AFTER INSERT OR DELETE OR UPDATE OF status, host, port, pid ON dborch.instances
 	FOR EACH STATEMENT EXECUTE FUNCTION dborch._probe_targets_changed();

@@ -40,8 +40,9 @@ check_quota(const char *owner, int64 memory_bytes)
 	if (count + 1 > max_count)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("quota exceeded: role \"%s\" may have at most " INT64_FORMAT " deployments",
-						owner, max_count),
+				 errmsg_plural("quota exceeded: role \"%s\" may have at most " INT64_FORMAT " deployment",
+							   "quota exceeded: role \"%s\" may have at most " INT64_FORMAT " deployments",
+							   (unsigned long) max_count, owner, max_count),
 				 errhint("Destroy a deployment, or ask a dborch_admin member to raise max_deployments in dborch.quotas.")));
 	if (memory + memory_bytes > max_memory)
 		ereport(ERROR,
@@ -63,7 +64,7 @@ dborch_deploy(PG_FUNCTION_ARGS)
 {
 	char	   *name = api_text_arg(fcinfo, 0, "deployment name");
 	char	   *engine_name = api_text_arg(fcinfo, 1, "engine");
-	Jsonb	   *options = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
+	Jsonb	   *options;
 	const EngineOps *engine;
 	DeploySpec	spec;
 	ApiCaller	caller;
@@ -72,12 +73,18 @@ dborch_deploy(PG_FUNCTION_ARGS)
 	int64		job_id;
 	Datum		row;
 
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("options must not be null"),
+				 errhint("Pass '{}' for the defaults.")));
+	options = PG_GETARG_JSONB_P(2);
 	dborch_validate_name("deployment", name);
 	engine = engine_get(engine_name);
 	if (engine == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("unknown engine \"%.60s\"", engine_name),
+				 errmsg("unknown engine \"%s\"", dborch_clip(engine_name, 60)),
 				 errhint("Use 'postgres' or 'redis'.")));
 	spec_parse(engine, options, &spec);
 
@@ -105,7 +112,8 @@ dborch_deploy(PG_FUNCTION_ARGS)
 					 errhint("To change it, remove it with dborch.destroy('%s') and deploy again.", name)));
 		if (strcmp(d->status, "failed") == 0)
 		{
-			/* deploying a failed deployment again retries it */
+			/* deploying a failed deployment again retries it; it counts again */
+			check_quota(d->owner, d->memory_bytes);
 			cat_set_deployment_status(d->id, "pending", "failed", NULL);
 			job_id = cat_queue_job("deploy", d->id, d->owner, NULL);
 			cat_event(caller.name, d->id, job_id, "deploy_requested",
@@ -247,7 +255,7 @@ dborch_connection_string(PG_FUNCTION_ARGS)
 	if (strcmp(intent, "write") != 0 && strcmp(intent, "read") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid intent \"%.60s\"", intent),
+				 errmsg("invalid intent \"%s\"", dborch_clip(intent, 60)),
 				 errhint("Use 'write' or 'read'.")));
 	if (tenant != NULL)
 		dborch_validate_name("tenant", tenant);

@@ -428,6 +428,17 @@ dborch_xact_callback(XactEvent event, void *arg)
 {
 	switch (event)
 	{
+		case XACT_EVENT_PRE_PREPARE:
+
+			/*
+			 * COMMIT PREPARED may run in another session, which would not
+			 * wake the launcher; and the queued work would wait for it.
+			 */
+			if (wake_at_commit)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot PREPARE a transaction that queued dborch work")));
+			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 			if (wake_at_commit)
@@ -443,6 +454,7 @@ dborch_xact_callback(XactEvent event, void *arg)
 			/* FALLTHROUGH */
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
 			wake_at_commit = false;
 			probe_targets_changed = false;
 			queued_deployments = NIL;	/* its memory went with the transaction */

@@ -16,6 +16,7 @@
 #include "datatype/timestamp.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
+#include "miscadmin.h"
 #include "utils/datetime.h"
 #include "utils/fmgrprotos.h"
 #include "utils/jsonb.h"
@@ -122,7 +123,7 @@ format_memory(int64 bytes)
 	return psprintf(INT64_FORMAT "kB", bytes / 1024);
 }
 
-/* A positive interval of at most 100 years, as interval_out writes it. */
+/* A positive interval of at most 100 years, in one canonical form. */
 static char *
 parse_ttl(const char *text)
 {
@@ -133,6 +134,9 @@ parse_ttl(const char *text)
 	int			dtype;
 	struct pg_itm_in itm_in;
 	Interval	interval;
+	struct pg_itm itm;
+	int64		total;
+	char		buf[MAXDATELEN + 1];
 	int			dterr;
 
 	dterr = ParseDateTime(text, workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf);
@@ -143,13 +147,26 @@ parse_ttl(const char *text)
 	if (dterr != 0 || dtype != DTK_DELTA || itmin2interval(&itm_in, &interval) != 0)
 		option_error("ttl", quote_literal_cstr(text), "A time to live is an interval.",
 					 "Write it like \"2 hours\" or \"7 days\".");
-	if (interval.month < 0 || interval.day < 0 || interval.time < 0 ||
-		(interval.month == 0 && interval.day == 0 && interval.time == 0))
-		option_error("ttl", quote_literal_cstr(text), "A time to live must be positive.", NULL);
-	if (interval.month > 1200 || interval.day > 36500 ||
+	/*
+	 * One canonical form whatever the spelling ("1 day", "24 hours") and
+	 * the session's IntervalStyle: whole days of 24 hours (a month is 30
+	 * days) and the rest as hh:mm:ss, written in the postgres style.
+	 */
+	if (interval.month < -1200 || interval.month > 1200 || interval.day < -36500 ||
+		interval.day > 36500 || interval.time < -INT64CONST(36500) * USECS_PER_DAY ||
 		interval.time > INT64CONST(36500) * USECS_PER_DAY)
 		option_error("ttl", quote_literal_cstr(text), "A time to live is at most 100 years.", NULL);
-	return DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(&interval)));
+	total = ((int64) interval.month * DAYS_PER_MONTH + interval.day) * USECS_PER_DAY + interval.time;
+	if (total <= 0)
+		option_error("ttl", quote_literal_cstr(text), "A time to live must be positive.", NULL);
+	if (total > INT64CONST(36500) * USECS_PER_DAY)
+		option_error("ttl", quote_literal_cstr(text), "A time to live is at most 100 years.", NULL);
+	interval.month = 0;
+	interval.day = (int32) (total / USECS_PER_DAY);
+	interval.time = total % USECS_PER_DAY;
+	interval2itm(interval, &itm);
+	EncodeInterval(&itm, INTSTYLE_POSTGRES, buf);
+	return pstrdup(buf);
 }
 
 static bool

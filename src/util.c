@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "common/file_utils.h"
+#include "mb/pg_wchar.h"
 #include "port.h"
 #include "storage/fd.h"
 
@@ -274,8 +275,15 @@ dborch_validate_name(const char *what, const char *name)
 	if (!ok)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid %s name \"%.60s\"", what, name),
+				 errmsg("invalid %s name \"%s\"", what, dborch_clip(name, 60)),
 				 errdetail("A %s name is 1 to 40 characters: a lower-case letter, then lower-case letters, digits or underscores.", what)));
+}
+
+/* At most max_bytes of text, never splitting a multibyte character. */
+char *
+dborch_clip(const char *text, int max_bytes)
+{
+	return pnstrdup(text, pg_mbcliplen(text, strlen(text), max_bytes));
 }
 
 /* Milliseconds on a monotonic clock. */
