@@ -19,7 +19,9 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
@@ -33,16 +35,62 @@
  * ---------------------------------------------------------------------
  */
 
-/* Run one statement with text parameters; the result, copied out. */
-static CatResult *
-cat_query_v(const char *sql, int nargs, va_list ap)
+/*
+ * Prepared plans, one per statement.  Every statement is a string literal,
+ * so its address identifies it; the plan cache re-plans after DDL.
+ */
+typedef struct PlanEntry
 {
-	MemoryContext caller = CurrentMemoryContext;
-	Oid			types[CAT_MAX_ARGS];
-	Datum		values[CAT_MAX_ARGS];
-	char		nulls[CAT_MAX_ARGS];
-	CatResult  *res;
-	int			rc;
+	const char *sql;			/* hash key: the literal's address */
+	SPIPlanPtr	plan;
+} PlanEntry;
+
+static HTAB *plans = NULL;
+
+/* The kept plan of a statement with nargs text parameters (inside SPI). */
+static SPIPlanPtr
+cat_plan(const char *sql, int nargs)
+{
+	PlanEntry  *entry;
+	bool		found;
+
+	if (plans == NULL)
+	{
+		HASHCTL		ctl;
+
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(const char *);
+		ctl.entrysize = sizeof(PlanEntry);
+		ctl.hcxt = TopMemoryContext;
+		plans = hash_create("dborch catalog plans", 128, &ctl,
+							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	entry = hash_search(plans, &sql, HASH_ENTER, &found);
+	if (!found)
+		entry->plan = NULL;
+	if (entry->plan == NULL)
+	{
+		Oid			types[CAT_MAX_ARGS];
+		SPIPlanPtr	plan;
+		int			i;
+
+		for (i = 0; i < nargs; i++)
+			types[i] = TEXTOID;
+		plan = SPI_prepare(sql, nargs, types);
+		if (plan == NULL)
+			elog(ERROR, "dborch: could not prepare a catalog statement: %s",
+				 SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "dborch: could not keep a catalog plan");
+		entry->plan = plan;
+	}
+	return entry->plan;
+}
+
+/* Text parameters from a va_list: NULL pointers are SQL NULLs. */
+static void
+cat_args(int nargs, va_list ap, Datum *values, char *nulls)
+{
 	int			i;
 
 	Assert(nargs <= CAT_MAX_ARGS);
@@ -50,14 +98,26 @@ cat_query_v(const char *sql, int nargs, va_list ap)
 	{
 		const char *arg = va_arg(ap, const char *);
 
-		types[i] = TEXTOID;
 		values[i] = arg ? CStringGetTextDatum(arg) : (Datum) 0;
 		nulls[i] = arg ? ' ' : 'n';
 	}
+}
 
+/* Run one statement with text parameters; the result, copied out. */
+static CatResult *
+cat_query_v(const char *sql, int nargs, va_list ap)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	Datum		values[CAT_MAX_ARGS];
+	char		nulls[CAT_MAX_ARGS];
+	CatResult  *res;
+	int			rc;
+	int			i;
+
+	cat_args(nargs, ap, values, nulls);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "dborch: SPI_connect failed");
-	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
+	rc = SPI_execute_plan(cat_plan(sql, nargs), values, nulls, false, 0);
 	if (rc < 0)
 		elog(ERROR, "dborch: catalog statement failed: %s", SPI_result_code_string(rc));
 
@@ -139,28 +199,19 @@ cat_str(CatResult *res, int row, const char *column)
 Datum
 cat_query_datum(const char *sql, int nargs,...)
 {
-	Oid			types[CAT_MAX_ARGS];
 	Datum		values[CAT_MAX_ARGS];
 	char		nulls[CAT_MAX_ARGS];
 	va_list		ap;
 	Datum		result;
 	bool		isnull;
-	int			i;
 
 	va_start(ap, nargs);
-	for (i = 0; i < nargs; i++)
-	{
-		const char *arg = va_arg(ap, const char *);
-
-		types[i] = TEXTOID;
-		values[i] = arg ? CStringGetTextDatum(arg) : (Datum) 0;
-		nulls[i] = arg ? ' ' : 'n';
-	}
+	cat_args(nargs, ap, values, nulls);
 	va_end(ap);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "dborch: SPI_connect failed");
-	if (SPI_execute_with_args(sql, nargs, types, values, nulls, false, 1) < 0 ||
+	if (SPI_execute_plan(cat_plan(sql, nargs), values, nulls, false, 1) < 0 ||
 		SPI_processed != 1)
 		elog(ERROR, "dborch: catalog row not found");
 	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -246,6 +297,14 @@ cat_try_session_lock(int32 space, int64 id)
 							  2, psprintf("%d", space), cat_i64(id));
 
 	return strcmp(cat_value(r, 0, "ok"), "t") == 0;
+}
+
+/* Release the session-level advisory lock (space, id). */
+void
+cat_session_unlock(int32 space, int64 id)
+{
+	cat_query("SELECT pg_catalog.pg_advisory_unlock($1::int4, $2::int4)",
+			  2, psprintf("%d", space), cat_i64(id));
 }
 
 /* Owner of the dborch tables: the role the API switches to for catalog work. */
@@ -592,8 +651,7 @@ cat_claim_jobs(int limit)
 				  "  ORDER BY j.not_before, j.id LIMIT $1::int"
 				  "  FOR UPDATE SKIP LOCKED)"
 				  " UPDATE dborch.jobs j SET state = 'running', attempts = j.attempts + 1,"
-				  "   worker_pid = NULL, started_at = coalesce(j.started_at, pg_catalog.clock_timestamp()),"
-				  "   updated_at = pg_catalog.clock_timestamp()"
+				  "   worker_pid = NULL, updated_at = pg_catalog.clock_timestamp()"
 				  " FROM c WHERE j.id = c.id"
 				  " RETURNING j.id, j.attempts",
 				  1, psprintf("%d", limit));
@@ -626,6 +684,7 @@ bool
 cat_job_mine(int64 id, int attempt, int pid)
 {
 	CatResult  *r = cat_query("UPDATE dborch.jobs SET worker_pid = $3::int,"
+							  " started_at = coalesce(started_at, pg_catalog.clock_timestamp()),"
 							  " updated_at = pg_catalog.clock_timestamp()"
 							  " WHERE id = $1::bigint AND state = 'running' AND attempts = $2::int"
 							  " RETURNING id",
@@ -1014,18 +1073,31 @@ cat_pool_entry(int64 id, char **directory, char **password)
 }
 
 /*
- * Should the launcher start building one more pool entry?  Only one is
- * built at a time, so refilling never crowds out deploys.
+ * Should the launcher start building one more pool entry?  Only one at a
+ * time, and only while no other job waits or runs, so refilling never
+ * competes with deploys for the CPU.
  */
 bool
 cat_pool_needs_entry(int size)
 {
 	CatResult  *r = cat_query("SELECT pg_catalog.count(*) FILTER (WHERE status = 'building') AS building,"
-							  " pg_catalog.count(*) FILTER (WHERE status = 'ready') AS ready"
+							  " pg_catalog.count(*) FILTER (WHERE status = 'ready') AS ready,"
+							  " (SELECT pg_catalog.count(*) FROM dborch.jobs"
+							  "  WHERE state IN ('queued', 'running') AND kind <> 'deliver_alerts') AS busy"
 							  " FROM dborch.warm_pool",
 							  0);
 
-	return cat_int64(r, 0, "building") == 0 && cat_int64(r, 0, "ready") < size;
+	return cat_int64(r, 0, "building") == 0 && cat_int64(r, 0, "busy") == 0 &&
+		cat_int64(r, 0, "ready") < size;
+}
+
+/* Ready pool entries beyond size, oldest last (directory per entry). */
+CatResult *
+cat_pool_surplus(int size)
+{
+	return cat_query("SELECT id, directory FROM dborch.warm_pool WHERE status = 'ready'"
+					 " ORDER BY id DESC OFFSET $1::int",
+					 1, psprintf("%d", size));
 }
 
 /* ---------------------------------------------------------------------

@@ -83,6 +83,7 @@ extern void cat_commit(void);
 extern void cat_xact_lock(int32 space, const char *key);
 extern bool cat_try_session_lock(int32 space, int64 id);
 extern bool cat_try_xact_lock(int32 space, int64 id);
+extern void cat_session_unlock(int32 space, int64 id);
 extern Oid	cat_owner_oid(void);
 
 /* deployments */
@@ -147,6 +148,7 @@ extern void cat_pool_delete(int64 id);
 extern void cat_pool_delete_claimed(int64 instance_id);
 extern bool cat_pool_entry(int64 id, char **directory, char **password);
 extern bool cat_pool_needs_entry(int size);
+extern CatResult *cat_pool_surplus(int size);
 
 /* health */
 extern CatResult *cat_probe_targets(void);

@@ -52,6 +52,23 @@ extern char *dborch_redis_server_path;
 extern int	dborch_start_timeout_ms;
 extern int	dborch_warm_pool_size;
 
+/*
+ * A job worker slot.  The launcher starts a worker for a slot and assigns
+ * it jobs by setting job_id and its latch; the worker runs one job at a
+ * time, then waits for the next, and exits after a while without work.
+ * Protected by DborchShared.mutex.
+ */
+#define DBORCH_MAX_JOB_WORKERS	64
+
+typedef struct JobSlot
+{
+	bool		in_use;			/* the launcher started a worker for it */
+	pid_t		pid;			/* 0 until the worker attached, or after it left */
+	Latch	   *latch;
+	int64		job_id;			/* assigned job, 0 when idle */
+	int			attempt;		/* jobs.attempts the job was claimed with */
+} JobSlot;
+
 /* Shared memory: how backends and workers find and wake each other. */
 typedef struct DborchShared
 {
@@ -69,6 +86,7 @@ typedef struct DborchShared
 	pg_atomic_uint32 prober_connected;
 	pg_atomic_uint32 prober_fd_exhausted;
 	pg_atomic_uint64 prober_last_loop;	/* TimestampTz */
+	JobSlot		job_slots[DBORCH_MAX_JOB_WORKERS];
 } DborchShared;
 
 extern DborchShared *dborch_shared;

@@ -1,11 +1,15 @@
 /*
  * job_worker.c
- *		The dynamic background worker that runs one job: takes the job's
- *		advisory lock, checks the job is still its own, and runs the kind's
- *		stages from the one recorded, each stage recorded in its own committed
- *		transaction.  A failed attempt is retried with capped exponential
- *		backoff and jitter; after the last attempt (or on cancel) the kind's
- *		undo removes what the job made.
+ *		The dynamic background workers that run jobs.  The launcher assigns
+ *		a job to a worker's slot in shared memory and sets its latch; the
+ *		worker takes the job's advisory lock, checks the job is still its
+ *		own, and runs the kind's stages from the one recorded, each stage
+ *		recorded in its own committed transaction.  A failed attempt is
+ *		retried with capped exponential backoff and jitter; after the last
+ *		attempt (or on cancel) the kind's undo removes what the job made.
+ *		Then the worker waits for the next job (a started worker costs about
+ *		10 ms, and its prepared catalog plans stay warm); it exits after a
+ *		minute without one.
  */
 #include "postgres.h"
 
@@ -27,6 +31,9 @@
 #include "catalog.h"
 #include "dborch.h"
 #include "job.h"
+
+/* An idle job worker exits after this long without a job. */
+#define JOB_WORKER_IDLE_MS 60000
 
 static const JobKind *const job_kinds[] = {
 	&job_kind_deploy, &job_kind_destroy, &job_kind_warm_pool, &job_kind_recover,
@@ -208,41 +215,32 @@ handle_failure(const JobKind *kind, JobContext *ctx, ErrorData *edata)
 	finish_unsuccessfully(kind, ctx, "failed", reason);
 }
 
-void
-dborch_job_worker_main(Datum arg)
+/*
+ * Run one job assigned to this worker.  The job's session advisory lock
+ * (held while it runs) and the attempt number make sure only one worker
+ * ever runs a job.
+ */
+static void
+run_job(int64 job_id, int attempt, MemoryContext job_mcxt)
 {
-	int64		job_id = DatumGetInt64(arg);
-	int			attempt;
-	MemoryContext job_mcxt;
 	const JobKind *kind = NULL;
 	JobContext *ctx;
 	Job		   *job;
+	bool		mine;
 	int			i;
 
-	memcpy(&attempt, MyBgworkerEntry->bgw_extra, sizeof(int));
-	pqsignal(SIGTERM, die);
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGCHLD, SIG_DFL);	/* spawn.c waits for its children */
-	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(dborch_database, NULL, 0);
-
-	job_mcxt = AllocSetContextCreate(TopMemoryContext, "dborch job", ALLOCSET_DEFAULT_SIZES);
-	MemoryContextSwitchTo(job_mcxt);
-
-	/*
-	 * The job's advisory lock (held for the life of this process) and the
-	 * attempt number make sure only one worker ever runs a job.
-	 */
 	cat_begin();
-	if (!dborch_extension_ready(false) ||
-		!cat_try_session_lock(DBORCH_LOCK_JOB, job_id) ||
-		!cat_job_mine(job_id, attempt, MyProcPid))
+	mine = dborch_extension_ready(false) &&
+		cat_try_session_lock(DBORCH_LOCK_JOB, job_id);
+	if (mine && !cat_job_mine(job_id, attempt, MyProcPid))
 	{
-		cat_commit();
-		proc_exit(0);
+		cat_session_unlock(DBORCH_LOCK_JOB, job_id);
+		mine = false;
 	}
-	job = cat_job(job_id);
+	job = mine ? cat_job(job_id) : NULL;
 	cat_commit();
+	if (!mine)
+		return;
 
 	for (i = 0; i < lengthof(job_kinds); i++)
 		if (strcmp(job_kinds[i]->name, job->kind) == 0)
@@ -286,6 +284,84 @@ dborch_job_worker_main(Datum arg)
 	}
 	PG_END_TRY();
 
-	pgstat_report_activity(STATE_IDLE, NULL);
-	proc_exit(0);
+	cat_begin();
+	cat_session_unlock(DBORCH_LOCK_JOB, job_id);
+	cat_commit();
+}
+
+static void
+job_worker_detach(int code, Datum arg)
+{
+	JobSlot    *slot = &dborch_shared->job_slots[DatumGetInt32(arg)];
+
+	SpinLockAcquire(&dborch_shared->mutex);
+	if (slot->pid == MyProcPid)
+	{
+		slot->pid = 0;
+		slot->latch = NULL;
+	}
+	SpinLockRelease(&dborch_shared->mutex);
+	dborch_wake_launcher();
+}
+
+void
+dborch_job_worker_main(Datum arg)
+{
+	int			slot_no = DatumGetInt32(arg);
+	JobSlot    *slot = &dborch_shared->job_slots[slot_no];
+	MemoryContext job_mcxt;
+	int64		idle_since = dborch_now_ms();
+
+	pqsignal(SIGTERM, die);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGCHLD, SIG_DFL);	/* spawn.c waits for its children */
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(dborch_database, NULL, 0);
+
+	SpinLockAcquire(&dborch_shared->mutex);
+	slot->pid = MyProcPid;
+	slot->latch = MyLatch;
+	SpinLockRelease(&dborch_shared->mutex);
+	before_shmem_exit(job_worker_detach, Int32GetDatum(slot_no));
+
+	job_mcxt = AllocSetContextCreate(TopMemoryContext, "dborch job", ALLOCSET_DEFAULT_SIZES);
+
+	for (;;)
+	{
+		int64		job_id;
+		int			attempt;
+
+		SpinLockAcquire(&dborch_shared->mutex);
+		job_id = slot->job_id;
+		attempt = slot->attempt;
+		if (job_id == 0 && dborch_now_ms() - idle_since >= JOB_WORKER_IDLE_MS)
+		{
+			/* leave under the lock: the launcher assigns no job to us now */
+			slot->pid = 0;
+			slot->latch = NULL;
+			SpinLockRelease(&dborch_shared->mutex);
+			proc_exit(0);
+		}
+		SpinLockRelease(&dborch_shared->mutex);
+
+		if (job_id != 0)
+		{
+			MemoryContextReset(job_mcxt);
+			MemoryContextSwitchTo(job_mcxt);
+			run_job(job_id, attempt, job_mcxt);
+			pgstat_report_activity(STATE_IDLE, NULL);
+			SpinLockAcquire(&dborch_shared->mutex);
+			slot->job_id = 0;
+			SpinLockRelease(&dborch_shared->mutex);
+			dborch_wake_launcher();
+			idle_since = dborch_now_ms();
+			continue;
+		}
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 JOB_WORKER_IDLE_MS, DBORCH_WAIT_EVENT);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		process_reload();
+	}
 }

@@ -38,14 +38,8 @@
 /* How often old probe samples are deleted. */
 #define RETENTION_EVERY_MS 60000
 
-typedef struct WorkerSlot
-{
-	int64		job_id;
-	int			attempt;
-	BackgroundWorkerHandle *handle;
-} WorkerSlot;
-
-static List *workers = NIL;		/* WorkerSlot *, in TopMemoryContext */
+/* Handles of the job workers this launcher started, by slot. */
+static BackgroundWorkerHandle *handles[DBORCH_MAX_JOB_WORKERS];
 static bool warned_no_slot = false;
 
 static void
@@ -60,25 +54,60 @@ launcher_detach(int code, Datum arg)
 	SpinLockRelease(&dborch_shared->mutex);
 }
 
+static int
+max_slots(void)
+{
+	return Min(dborch_max_job_workers, DBORCH_MAX_JOB_WORKERS);
+}
+
+/* Job workers in use, and how many of them run a job. */
+static void
+count_slots(int *in_use, int *busy)
+{
+	int			i;
+
+	*in_use = *busy = 0;
+	SpinLockAcquire(&dborch_shared->mutex);
+	for (i = 0; i < DBORCH_MAX_JOB_WORKERS; i++)
+	{
+		*in_use += dborch_shared->job_slots[i].in_use;
+		*busy += dborch_shared->job_slots[i].in_use && dborch_shared->job_slots[i].job_id != 0;
+	}
+	SpinLockRelease(&dborch_shared->mutex);
+	pg_atomic_write_u32(&dborch_shared->job_workers, *in_use);
+}
+
+/* Jobs the workers can take now: dborch.max_job_workers minus busy ones. */
+static int
+free_capacity(void)
+{
+	int			in_use,
+				busy;
+
+	count_slots(&in_use, &busy);
+	return Max(max_slots() - busy, 0);
+}
+
 static bool
 job_has_worker(int64 job_id)
 {
-	ListCell   *lc;
+	bool		found = false;
+	int			i;
 
-	foreach(lc, workers)
-		if (((WorkerSlot *) lfirst(lc))->job_id == job_id)
-			return true;
-	return false;
+	SpinLockAcquire(&dborch_shared->mutex);
+	for (i = 0; i < DBORCH_MAX_JOB_WORKERS && !found; i++)
+		found = dborch_shared->job_slots[i].in_use && dborch_shared->job_slots[i].job_id == job_id;
+	SpinLockRelease(&dborch_shared->mutex);
+	return found;
 }
 
-/* Start a dynamic worker for a claimed job; false if no slot is free. */
+/* Start the dynamic worker of a slot; false if no background worker slot is free. */
 static bool
-start_job_worker(ClaimedJob *job)
+start_job_worker(int slot_no)
 {
 	BackgroundWorker worker;
-	BackgroundWorkerHandle *handle;
 	MemoryContext old;
-	WorkerSlot *slot;
+	bool		started;
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -86,52 +115,119 @@ start_job_worker(ClaimedJob *job)
 	worker.bgw_restart_time = BGW_NEVER_RESTART;
 	strlcpy(worker.bgw_library_name, "dborch", BGW_MAXLEN);
 	strlcpy(worker.bgw_function_name, "dborch_job_worker_main", BGW_MAXLEN);
-	snprintf(worker.bgw_name, BGW_MAXLEN, "dborch job " INT64_FORMAT, job->id);
+	snprintf(worker.bgw_name, BGW_MAXLEN, "dborch job worker %d", slot_no);
 	strlcpy(worker.bgw_type, "dborch job", BGW_MAXLEN);
-	worker.bgw_main_arg = Int64GetDatum(job->id);
-	memcpy(worker.bgw_extra, &job->attempt, sizeof(int));
+	worker.bgw_main_arg = Int32GetDatum(slot_no);
 	worker.bgw_notify_pid = MyProcPid;
 
 	old = MemoryContextSwitchTo(TopMemoryContext);
-	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
-	{
-		MemoryContextSwitchTo(old);
-		return false;
-	}
-	slot = palloc(sizeof(WorkerSlot));
-	slot->job_id = job->id;
-	slot->attempt = job->attempt;
-	slot->handle = handle;
-	workers = lappend(workers, slot);
-	pg_atomic_write_u32(&dborch_shared->job_workers, list_length(workers));
+	started = RegisterDynamicBackgroundWorker(&worker, &handles[slot_no]);
 	MemoryContextSwitchTo(old);
-	return true;
+	return started;
 }
 
 /*
- * Forget workers that exited.  A job still running after its worker exited
- * (killed, or a FATAL error) is queued again to resume at its stage.
+ * Give a claimed job to a job worker: an idle one if there is one (set its
+ * latch), else a new one in a free slot.  false if neither is possible.
+ */
+static bool
+assign_job(ClaimedJob *job)
+{
+	JobSlot    *slot;
+	Latch	   *latch = NULL;
+	int			free_slot = -1;
+	int			i;
+
+	SpinLockAcquire(&dborch_shared->mutex);
+	for (i = 0; i < max_slots() && latch == NULL; i++)
+	{
+		slot = &dborch_shared->job_slots[i];
+		if (slot->in_use && slot->pid != 0 && slot->job_id == 0)
+		{
+			slot->job_id = job->id;
+			slot->attempt = job->attempt;
+			latch = slot->latch;
+		}
+		else if (!slot->in_use && free_slot < 0)
+			free_slot = i;
+	}
+	if (latch == NULL && free_slot >= 0)
+	{
+		slot = &dborch_shared->job_slots[free_slot];
+		slot->in_use = true;
+		slot->pid = 0;
+		slot->latch = NULL;
+		slot->job_id = job->id;
+		slot->attempt = job->attempt;
+	}
+	SpinLockRelease(&dborch_shared->mutex);
+
+	if (latch != NULL)
+	{
+		SetLatch(latch);
+		return true;
+	}
+	if (free_slot < 0)
+		return false;
+	if (start_job_worker(free_slot))
+		return true;
+	SpinLockAcquire(&dborch_shared->mutex);
+	dborch_shared->job_slots[free_slot].in_use = false;
+	dborch_shared->job_slots[free_slot].job_id = 0;
+	SpinLockRelease(&dborch_shared->mutex);
+	return false;
+}
+
+/*
+ * Free the slots of job workers that exited.  A job a worker still held
+ * when it exited (killed, or a FATAL error) is queued again to resume at
+ * its stage.  Slots of workers an earlier launcher started (no handle
+ * here) are freed once their worker has left.
  */
 static void
 reap_workers(void)
 {
-	ListCell   *lc;
+	int			i;
 
-	foreach(lc, workers)
+	for (i = 0; i < DBORCH_MAX_JOB_WORKERS; i++)
 	{
-		WorkerSlot *slot = lfirst(lc);
+		JobSlot    *slot = &dborch_shared->job_slots[i];
 		pid_t		pid;
+		int64		job_id = 0;
+		int			attempt = 0;
+		bool		gone;
 
-		if (GetBackgroundWorkerPid(slot->handle, &pid) != BGWH_STOPPED)
+		if (handles[i] != NULL)
+			gone = GetBackgroundWorkerPid(handles[i], &pid) == BGWH_STOPPED;
+		else
+		{
+			SpinLockAcquire(&dborch_shared->mutex);
+			gone = slot->in_use && slot->pid == 0;
+			SpinLockRelease(&dborch_shared->mutex);
+		}
+		if (!gone)
 			continue;
-		if (cat_requeue_orphan(slot->job_id, slot->attempt))
+
+		SpinLockAcquire(&dborch_shared->mutex);
+		if (handles[i] != NULL)
+		{
+			job_id = slot->job_id;
+			attempt = slot->attempt;
+		}
+		slot->in_use = false;
+		slot->pid = 0;
+		slot->latch = NULL;
+		slot->job_id = 0;
+		SpinLockRelease(&dborch_shared->mutex);
+		if (handles[i] != NULL)
+		{
+			pfree(handles[i]);
+			handles[i] = NULL;
+		}
+		if (job_id != 0 && cat_requeue_orphan(job_id, attempt))
 			ereport(LOG, (errmsg("dborch: worker of job " INT64_FORMAT " exited while running it; job queued again",
-								 slot->job_id)));
-		pfree(slot->handle);
-		pfree(slot);
-		workers = foreach_delete_current(workers, lc);
+								 job_id)));
 	}
-	pg_atomic_write_u32(&dborch_shared->job_workers, list_length(workers));
 }
 
 /*
@@ -206,12 +302,22 @@ expire_deployments(void)
 	}
 }
 
-/* Queue the build of one more warm-pool entry if the pool is short. */
+/*
+ * Queue the build of one more warm-pool entry if the pool is short; remove
+ * ready entries beyond dborch.warm_pool_size if it was lowered.
+ */
 static void
 refill_warm_pool(void)
 {
+	CatResult  *surplus = cat_pool_surplus(dborch_warm_pool_size);
 	int64		pool_id;
+	int			i;
 
+	for (i = 0; i < surplus->nrows; i++)
+	{
+		dborch_remove_tree(cat_value(surplus, i, "directory"));
+		cat_pool_delete(strtoi64(cat_value(surplus, i, "id"), NULL, 10));
+	}
 	if (dborch_warm_pool_size <= 0 || !cat_pool_needs_entry(dborch_warm_pool_size))
 		return;
 	pool_id = cat_pool_reserve(engine_postgres.versions[0], dborch_data_root());
@@ -229,25 +335,25 @@ deliver_due_alerts(void)
 		cat_queue_job("deliver_alerts", 0, GetUserNameFromId(GetUserId(), false), NULL);
 }
 
-/* Claim due jobs for the free worker slots and start their workers. */
+/* Claim due jobs for the free worker capacity and hand them to workers. */
 static void
 start_due_jobs(void)
 {
-	int			free_slots = dborch_max_job_workers - list_length(workers);
+	int			capacity = free_capacity();
 	List	   *claimed;
 	ListCell   *lc;
 
-	if (free_slots <= 0)
+	if (capacity <= 0)
 		return;
 	cat_begin();
-	claimed = cat_claim_jobs(free_slots);
+	claimed = cat_claim_jobs(capacity);
 	cat_commit();
 
 	foreach(lc, claimed)
 	{
 		ClaimedJob *job = lfirst(lc);
 
-		if (start_job_worker(job))
+		if (assign_job(job))
 			continue;
 		/* no background worker slot: give the job back, retry at the next exit */
 		cat_begin();
@@ -302,7 +408,7 @@ launcher_round(bool first_round, int64 *next_orphan_check)
 		cat_expire_probes();
 		next_retention = dborch_now_ms() + RETENTION_EVERY_MS;
 	}
-	due = list_length(workers) < dborch_max_job_workers ? cat_next_due_ms() : -1;
+	due = free_capacity() > 0 ? cat_next_due_ms() : -1;
 	alerts_due = dborch_alert_webhook_url[0] != '\0' ? cat_next_alert_due_ms() : -1;
 	cat_commit();
 
