@@ -454,6 +454,16 @@ CREATE VIEW dborch.prometheus_metrics WITH (security_invoker = true) AS
 GRANT SELECT ON dborch.prometheus_metrics TO dborch_user, dborch_admin;
 COMMENT ON VIEW dborch.prometheus_metrics IS 'latest metrics per instance, for postgres_exporter';
 
+-- Wakes the launcher and the prober when this transaction commits; the
+-- install script calls it, so they start work without waiting for a deploy.
+CREATE FUNCTION dborch._wake_workers()
+RETURNS void
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'dborch_wake_workers';
+COMMENT ON FUNCTION dborch._wake_workers() IS
+	'internal: wake the launcher and the prober at commit (called by CREATE EXTENSION)';
+
 -- Nothing is callable by PUBLIC; dborch_user and dborch_admin get the API.
 DO $grants$
 DECLARE
@@ -467,5 +477,8 @@ BEGIN
 		EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO dborch_user, dborch_admin', f);
 	END LOOP;
 	REVOKE ALL ON FUNCTION dborch._probe_targets_changed() FROM PUBLIC;
+	REVOKE ALL ON FUNCTION dborch._wake_workers() FROM dborch_user, dborch_admin;
 END
 $grants$;
+
+SELECT dborch._wake_workers();

@@ -382,6 +382,16 @@ dborch_probe_targets_changed(PG_FUNCTION_ARGS)
 	return PointerGetDatum(NULL);
 }
 
+/* dborch._wake_workers(): wake the launcher and the prober at commit. */
+PG_FUNCTION_INFO_V1(dborch_wake_workers);
+Datum
+dborch_wake_workers(PG_FUNCTION_ARGS)
+{
+	wake_at_commit = true;
+	probe_targets_changed = true;
+	PG_RETURN_VOID();
+}
+
 /* Set the launcher's latch when the current transaction commits. */
 void
 dborch_wake_launcher_at_commit(void)

@@ -101,6 +101,14 @@ postgres_configure_network(Instance *inst)
 	const char *include_line = "include_if_exists = 'dborch.conf'\n";
 	int64		shared_buffers_kb = (inst->memory_bytes / 8192) * 8;
 
+	/* sockaddr_un.sun_path is 108 bytes: PostgreSQL refuses longer socket paths */
+	if (strlen(inst->directory) + strlen("/run/.s.PGSQL.65535") >= 108)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the socket path of deployment \"%s\" would be too long", inst->deployment_name),
+				 errdetail("\"%s/run/.s.PGSQL.%d\" is longer than the 107 bytes a Unix socket path may have.",
+						   inst->directory, inst->port),
+				 errhint("Set dborch.data_directory to a shorter directory.")));
 	dborch_mkdir(psprintf("%s/run", inst->directory), 0700);
 	conf = psprintf("# Written by dborch for deployment %s; dborch overwrites changes here.\n"
 					"listen_addresses = '%s'\n"

@@ -7,6 +7,10 @@
  */
 #include "postgres.h"
 
+#include <dirent.h>
+
+#include "storage/fd.h"
+
 #include "dborch.h"
 #include "engine.h"
 #include "job.h"
@@ -78,6 +82,37 @@ stage_node_selection(JobContext *ctx)
 }
 
 /*
+ * A crash after an earlier attempt's prepare made its directory, but before
+ * its instance row committed, leaves <name>-<id> behind with an id the
+ * catalog never knew.  Names are unique among live deployments and destroy
+ * removes its directories, so any such directory other than the instance's
+ * own is that leftover.
+ */
+static void
+remove_unknown_directories(Deployment *d, Instance *inst)
+{
+	char	   *root = psprintf("%s/instances", dborch_data_root());
+	char	   *prefix = psprintf("%s-", d->name);
+	DIR		   *dir = AllocateDir(root);
+	struct dirent *de;
+
+	while (dir != NULL && (de = ReadDir(dir, root)) != NULL)
+	{
+		char	   *path = psprintf("%s/%s", root, de->d_name);
+
+		if (strncmp(de->d_name, prefix, strlen(prefix)) == 0 &&
+			strspn(de->d_name + strlen(prefix), "0123456789") == strlen(de->d_name + strlen(prefix)) &&
+			strcmp(path, inst->directory) != 0)
+		{
+			ereport(LOG, (errmsg("dborch: removing \"%s\", left by an interrupted deploy", path)));
+			dborch_remove_tree(path);
+		}
+	}
+	if (dir != NULL)
+		FreeDir(dir);
+}
+
+/*
  * The instance row (with its port and directory), the directory itself,
  * and the credentials: a warm-pool entry's password when a PostgreSQL
  * deployment takes one, else a new one.
@@ -91,6 +126,7 @@ stage_prepare(JobContext *ctx)
 	if (inst == NULL)
 		inst = cat_create_instance(d->id, dborch_listen_address,
 								   dborch_port_range_low, dborch_port_range_high);
+	remove_unknown_directories(d, inst);
 	dborch_mkdir(inst->directory, 0700);
 
 	if (cat_secret(d->id, "password") == NULL)
@@ -103,7 +139,7 @@ stage_prepare(JobContext *ctx)
 		{
 			cat_event(DBORCH_ACTOR, d->id, ctx->job_id, "warm_pool",
 					  "took a pre-initialized data directory from the warm pool", NULL);
-			dborch_wake_launcher(); /* to refill the pool */
+			dborch_wake_launcher_at_commit();	/* to refill the pool */
 		}
 		else
 			password = dborch_random_password(32);

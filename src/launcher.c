@@ -382,7 +382,7 @@ launcher_round(bool first_round, int64 *next_orphan_check)
 	cat_begin();
 	if (!dborch_extension_ready(false))
 	{
-		/* CREATE EXTENSION cannot wake us; the first deploy() commit does */
+		/* the commit of CREATE EXTENSION wakes us (dborch._wake_workers) */
 		cat_commit();
 		return -1;
 	}

@@ -7,7 +7,10 @@
  * the worker's process group nor a crash restart of the control plane
  * reaches it; default signal dispositions and an empty signal mask; stdin
  * from /dev/null; stdout and stderr appended to a log file; no inherited
- * descriptor above 2; and a fixed, minimal environment.
+ * descriptor above 2; and a fixed, minimal environment.  A helper that
+ * spawn_run() waits for also dies with the worker (PR_SET_PDEATHSIG), so a
+ * killed worker leaves no initdb behind; a server from spawn_start() does
+ * not, it must outlive the worker.
  *
  * Waiting uses a pidfd in the worker's WaitLatch, so a wait ends the moment
  * the process exits, honours interrupts and postmaster death, and has a
@@ -17,6 +20,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -69,8 +73,9 @@ open_pidfd(pid_t pid)
  * Between fork and exec the child only makes async-signal-safe calls.
  */
 static pid_t
-fork_exec(const char *const *argv, const char *log_path)
+fork_exec(const char *const *argv, const char *log_path, bool die_with_parent)
 {
+	pid_t		parent = getpid();
 	pid_t		pid;
 
 	fflush(NULL);
@@ -85,6 +90,14 @@ fork_exec(const char *const *argv, const char *log_path)
 		int			fd;
 
 		setsid();
+
+		/*
+		 * A helper (initdb, pg_ctl) dies with the worker that waits for it,
+		 * even by SIGKILL: a resumed job must never race a leftover one.
+		 */
+		if (die_with_parent &&
+			(prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent))
+			_exit(125);
 		memset(&sa, 0, sizeof(sa));
 		sa.sa_handler = SIG_DFL;
 		for (sig = 1; sig < NSIG; sig++)
@@ -163,7 +176,7 @@ spawn_run(const char *const *argv, const char *log_path, int timeout_ms)
 		exit_callback_registered = true;
 	}
 
-	pid = fork_exec(argv, log_path);
+	pid = fork_exec(argv, log_path, true);
 	running_child = pid;
 	pidfd = open_pidfd(pid);
 
@@ -202,7 +215,7 @@ spawn_run(const char *const *argv, const char *log_path, int timeout_ms)
 pid_t
 spawn_start(const char *const *argv, const char *log_path)
 {
-	return fork_exec(argv, log_path);
+	return fork_exec(argv, log_path, false);
 }
 
 bool
