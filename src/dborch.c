@@ -339,6 +339,18 @@ dborch_shmem_startup(void)
 	LWLockRelease(AddinShmemInitLock);
 }
 
+/*
+ * Settings of the launcher's and the prober's sessions.  Their catalog
+ * transactions give way to DDL (DROP EXTENSION, ALTER TABLE): a lock they
+ * cannot have within 100 ms fails their round, which is retried, instead of
+ * the user's statement failing in a deadlock.
+ */
+void
+dborch_background_session(void)
+{
+	SetConfigOption("lock_timeout", "100", PGC_SUSET, PGC_S_OVERRIDE);
+}
+
 /* Set the launcher's latch now. */
 void
 dborch_wake_launcher(void)

@@ -92,6 +92,7 @@ typedef struct DborchShared
 extern DborchShared *dborch_shared;
 
 /* dborch.c */
+extern void dborch_background_session(void);
 extern void dborch_wake_launcher(void);
 extern void dborch_wake_prober(bool probe_now);
 extern void dborch_wake_launcher_at_commit(void);

@@ -7,8 +7,8 @@
  *		whose TTL passed; keeps the warm pool filled.
  *
  * It sleeps on its latch until the next due moment: a commit that queues a
- * job sets the latch (dborch.c), and so does the exit of a job worker
- * (bgw_notify_pid).  There is no polling nap.
+ * job sets the latch (dborch.c), and so do a job worker that finished a job
+ * and the exit of a job worker (bgw_notify_pid).  There is no polling nap.
  */
 #include "postgres.h"
 
@@ -437,6 +437,7 @@ dborch_launcher_main(Datum arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(dborch_database, NULL, 0);
+	dborch_background_session();
 
 	SpinLockAcquire(&dborch_shared->mutex);
 	dborch_shared->launcher_pid = MyProcPid;

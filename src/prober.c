@@ -875,6 +875,7 @@ flush(void)
 {
 	StringInfoData buf;
 	ListCell   *lc;
+	MemoryContext mcxt = CurrentMemoryContext;
 	List	   *todo = transitions;
 	int			connected = 0;
 	char	   *now = DatumGetCString(DirectFunctionCall1(timestamptz_out,
@@ -933,20 +934,34 @@ flush(void)
 	appendStringInfoChar(&buf, ']');
 	pg_atomic_write_u32(&dborch_shared->prober_connected, connected);
 
-	transitions = NIL;
-	cat_begin();
-	if (buf.len > 2)
-		cat_record_probes(buf.data);
-	foreach(lc, todo)
-	{
-		Transition *tr = lfirst(lc);
-
-		cat_instance_health_changed(tr->instance_id, tr->down, tr->failures, tr->error);
-	}
-	cat_commit();
-	list_free_deep(todo);
-	pfree(buf.data);
 	next_flush_at = dborch_now_ms() + dborch_probe_interval_ms;
+	PG_TRY();
+	{
+		cat_begin();
+		if (buf.len > 2)
+			cat_record_probes(buf.data);
+		foreach(lc, todo)
+		{
+			Transition *tr = lfirst(lc);
+
+			cat_instance_health_changed(tr->instance_id, tr->down, tr->failures, tr->error);
+		}
+		cat_commit();
+	}
+	PG_CATCH();
+	{
+		/* the samples of this period are lost; the transitions are kept */
+		MemoryContextSwitchTo(mcxt);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		MemoryContextSwitchTo(mcxt);
+		pgstat_report_activity(STATE_RUNNING, "probing");
+		return;
+	}
+	PG_END_TRY();
+	transitions = NIL;
+	list_free_deep(todo);
 }
 
 /* ---------------------------------------------------------------------
@@ -994,6 +1009,7 @@ dborch_prober_main(Datum arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(dborch_database, NULL, 0);
+	dborch_background_session();
 
 	SpinLockAcquire(&dborch_shared->mutex);
 	dborch_shared->prober_pid = MyProcPid;
