@@ -16,7 +16,7 @@ REGRESS_OPTS = --temp-instance=$(CURDIR)/tmp_check_regress \
 PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 PG_CPPFLAGS = -I$(shell $(PG_CONFIG) --includedir) -DDBORCH_VERSION=\"$(EXTVERSION)\"
 PG_CFLAGS = -Wall -Werror
-SHLIB_LINK = -L$(shell $(PG_CONFIG) --libdir) -lpq -lhiredis -lcurl
+SHLIB_LINK = -L$(shell $(PG_CONFIG) --libdir) -lpq -lhiredis -lcurl -lzstd -lcrypto
 
 # No LLVM bitcode: the extension has no hot SQL expressions to JIT, and
 # skipping it removes the clang dependency from the build.

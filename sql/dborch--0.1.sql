@@ -32,8 +32,8 @@ CREATE TABLE dborch.deployments (
 	memory_bytes bigint NOT NULL CHECK (memory_bytes > 0),
 	status		text NOT NULL DEFAULT 'pending'
 		CHECK (status IN ('pending', 'provisioning', 'ready', 'degraded', 'down',
-						  'stopping', 'stopped', 'starting', 'destroying', 'destroyed',
-						  'failed')),
+						  'stopping', 'stopped', 'starting', 'restoring', 'destroying',
+						  'destroyed', 'failed')),
 	node		text,
 	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	updated_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -77,7 +77,8 @@ COMMENT ON TABLE dborch.instances IS 'instances: one row per managed database pr
 CREATE TABLE dborch.jobs (
 	id			bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
 	kind		text NOT NULL CHECK (kind IN ('deploy', 'destroy', 'warm_pool', 'recover',
-											  'stop', 'start', 'deliver_alerts')),
+											  'stop', 'start', 'deliver_alerts', 'backup',
+											  'restore', 'restore_in_place', 'verify')),
 	deployment_id bigint REFERENCES dborch.deployments (id),
 	owner		name NOT NULL,
 	args		jsonb NOT NULL DEFAULT '{}',
@@ -183,6 +184,74 @@ CREATE TABLE dborch.alerts (
 CREATE INDEX alerts_pending ON dborch.alerts (next_attempt_at) WHERE delivery = 'pending';
 COMMENT ON TABLE dborch.alerts IS 'alerts: webhook notifications and their delivery';
 
+-- Backups: pgBackRest backups of PostgreSQL deployments, encrypted RDB
+-- snapshots of Redis ones.  Rows stay after expiry (status expired) and
+-- after the deployment is destroyed, so it can be restored later.
+CREATE TABLE dborch.backups (
+	id			bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	deployment_id bigint NOT NULL REFERENCES dborch.deployments (id),
+	deployment	text NOT NULL,
+	engine		text NOT NULL,
+	owner		name NOT NULL,
+	kind		text NOT NULL CHECK (kind IN ('full', 'diff', 'incr')),
+	requested_kind text NOT NULL CHECK (requested_kind IN ('full', 'diff', 'incr')),
+	status		text NOT NULL DEFAULT 'queued'
+		CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'expired')),
+	job_id		bigint,
+	label		text,
+	prior_label text,
+	created_at	timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+	started_at	timestamptz,
+	finished_at timestamptz,
+	size_bytes	bigint,
+	delta_bytes bigint,
+	stored_bytes bigint,
+	stored_delta_bytes bigint,
+	start_lsn	pg_lsn,
+	stop_lsn	pg_lsn,
+	wal_start	text,
+	wal_stop	text,
+	snapshot_at timestamptz,
+	keys		bigint,
+	keys_with_ttl bigint,
+	compressed	boolean NOT NULL DEFAULT true,
+	encrypted	boolean NOT NULL DEFAULT true,
+	checksum	text,
+	file		text,
+	verify_requested boolean NOT NULL DEFAULT false,
+	verified_at timestamptz,
+	verify_error text,
+	expired_at	timestamptz,
+	error		text
+);
+CREATE INDEX backups_deployment ON dborch.backups (deployment_id, id);
+COMMENT ON TABLE dborch.backups IS 'backups: every backup of every deployment, kept after expiry and destroy';
+
+-- Recurring backups, as pg_cron jobs calling dborch.backup().
+CREATE TABLE dborch.backup_schedules (
+	id			bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	deployment_id bigint NOT NULL REFERENCES dborch.deployments (id),
+	deployment	text NOT NULL,
+	owner		name NOT NULL,
+	kind		text NOT NULL CHECK (kind IN ('full', 'diff', 'incr')),
+	schedule	text NOT NULL,
+	verify		boolean NOT NULL DEFAULT false,
+	cron_job_id bigint NOT NULL,
+	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE INDEX backup_schedules_deployment ON dborch.backup_schedules (deployment_id);
+COMMENT ON TABLE dborch.backup_schedules IS 'backup_schedules: pg_cron jobs that call dborch.backup()';
+
+-- How long a deployment's backups are kept: the newest full_count full
+-- backups (with what depends on them) and/or those younger than max_age.
+CREATE TABLE dborch.backup_retention (
+	deployment_id bigint PRIMARY KEY REFERENCES dborch.deployments (id),
+	full_count	integer CHECK (full_count > 0),
+	max_age		interval,
+	updated_at	timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE dborch.backup_retention IS 'backup_retention: how many full backups, and for how long, a deployment keeps';
+
 -- Pre-initialized PostgreSQL data directories that make a deploy skip initdb.
 -- Holds the bootstrap password of each entry: superuser only.
 CREATE TABLE dborch.warm_pool (
@@ -207,6 +276,9 @@ SELECT pg_catalog.pg_extension_config_dump('dborch.secrets', '');
 SELECT pg_catalog.pg_extension_config_dump('dborch.quotas', '');
 SELECT pg_catalog.pg_extension_config_dump('dborch.warm_pool', '');
 SELECT pg_catalog.pg_extension_config_dump('dborch.alerts', '');
+SELECT pg_catalog.pg_extension_config_dump('dborch.backups', '');
+SELECT pg_catalog.pg_extension_config_dump('dborch.backup_schedules', '');
+SELECT pg_catalog.pg_extension_config_dump('dborch.backup_retention', '');
 
 ------------------------------------------------------------------------------
 -- Privileges and row-level security
@@ -218,7 +290,8 @@ SELECT pg_catalog.pg_extension_config_dump('dborch.alerts', '');
 
 REVOKE ALL ON ALL TABLES IN SCHEMA dborch FROM PUBLIC;
 GRANT SELECT ON dborch.deployments, dborch.instances, dborch.jobs, dborch.events,
-	dborch.secrets, dborch.quotas, dborch.probes, dborch.alerts TO dborch_user, dborch_admin;
+	dborch.secrets, dborch.quotas, dborch.probes, dborch.alerts, dborch.backups,
+	dborch.backup_schedules, dborch.backup_retention TO dborch_user, dborch_admin;
 GRANT INSERT, UPDATE, DELETE ON dborch.quotas TO dborch_admin;
 
 ALTER TABLE dborch.deployments ENABLE ROW LEVEL SECURITY;
@@ -229,6 +302,9 @@ ALTER TABLE dborch.secrets ENABLE ROW LEVEL SECURITY;
 ALTER TABLE dborch.quotas ENABLE ROW LEVEL SECURITY;
 ALTER TABLE dborch.probes ENABLE ROW LEVEL SECURITY;
 ALTER TABLE dborch.alerts ENABLE ROW LEVEL SECURITY;
+ALTER TABLE dborch.backups ENABLE ROW LEVEL SECURITY;
+ALTER TABLE dborch.backup_schedules ENABLE ROW LEVEL SECURITY;
+ALTER TABLE dborch.backup_retention ENABLE ROW LEVEL SECURITY;
 
 CREATE POLICY own_rows ON dborch.deployments FOR SELECT TO dborch_user
 	USING (owner = current_user);
@@ -243,6 +319,16 @@ CREATE POLICY own_rows ON dborch.alerts FOR SELECT TO dborch_user
 	USING (owner = current_user);
 CREATE POLICY all_rows ON dborch.alerts FOR SELECT TO dborch_admin
 	USING (true);
+CREATE POLICY own_rows ON dborch.backups FOR SELECT TO dborch_user
+	USING (owner = current_user);
+CREATE POLICY all_rows ON dborch.backups FOR SELECT TO dborch_admin
+	USING (true);
+CREATE POLICY own_rows ON dborch.backup_schedules FOR SELECT TO dborch_user
+	USING (owner = current_user);
+CREATE POLICY all_rows ON dborch.backup_schedules FOR SELECT TO dborch_admin
+	USING (true);
+CREATE POLICY visible_deployment ON dborch.backup_retention FOR SELECT TO dborch_user, dborch_admin
+	USING (deployment_id IN (SELECT d.id FROM dborch.deployments d));
 CREATE POLICY own_rows ON dborch.jobs FOR SELECT TO dborch_user
 	USING (owner = current_user);
 CREATE POLICY all_rows ON dborch.jobs FOR SELECT TO dborch_admin
@@ -284,13 +370,13 @@ AS 'MODULE_PATHNAME', 'dborch_wait';
 COMMENT ON FUNCTION dborch.wait(text, interval) IS
 	'block until the deployment leaves its transitional states';
 
-CREATE FUNCTION dborch.destroy(name text)
+CREATE FUNCTION dborch.destroy(name text, drop_backups boolean DEFAULT false)
 RETURNS dborch.deployments
 LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'dborch_destroy';
-COMMENT ON FUNCTION dborch.destroy(text) IS
-	'queue the removal of a deployment''s processes and data; its row and events stay';
+COMMENT ON FUNCTION dborch.destroy(text, boolean) IS
+	'queue the removal of a deployment''s processes and data; its row, events and (unless drop_backups) backups stay';
 
 CREATE FUNCTION dborch.deployment(name text)
 RETURNS jsonb
@@ -453,6 +539,73 @@ CREATE VIEW dborch.prometheus_metrics WITH (security_invoker = true) AS
 	 WHERE i.status <> 'destroyed';
 GRANT SELECT ON dborch.prometheus_metrics TO dborch_user, dborch_admin;
 COMMENT ON VIEW dborch.prometheus_metrics IS 'latest metrics per instance, for postgres_exporter';
+
+CREATE FUNCTION dborch.backup(name text, kind text DEFAULT 'full', verify boolean DEFAULT false)
+RETURNS dborch.backups
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'dborch_backup';
+COMMENT ON FUNCTION dborch.backup(text, text, boolean) IS
+	'queue a backup (full, diff or incr for PostgreSQL; full for Redis), verified afterwards if asked';
+
+CREATE FUNCTION dborch.restore(name text, backup bigint DEFAULT NULL,
+							   target_time timestamptz DEFAULT NULL, new_name text DEFAULT NULL,
+							   in_place boolean DEFAULT false)
+RETURNS dborch.deployments
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'dborch_restore';
+COMMENT ON FUNCTION dborch.restore(text, bigint, timestamptz, text, boolean) IS
+	'restore a backup (or a point in time) into a new deployment, or in place';
+
+CREATE FUNCTION dborch.verify_backup(id bigint)
+RETURNS dborch.jobs
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'dborch_verify_backup';
+COMMENT ON FUNCTION dborch.verify_backup(bigint) IS
+	'queue a verification: restore into a scratch instance, check it, remove it';
+
+CREATE FUNCTION dborch.schedule_backups(name text, schedule text, kind text DEFAULT 'full',
+										retention jsonb DEFAULT NULL, verify boolean DEFAULT false)
+RETURNS dborch.backup_schedules
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'dborch_schedule_backups';
+COMMENT ON FUNCTION dborch.schedule_backups(text, text, text, jsonb, boolean) IS
+	'schedule backups with pg_cron (5-field cron); retention {"full": N, "max_age": "30 days"}';
+
+CREATE FUNCTION dborch.unschedule_backups(name text, kind text DEFAULT NULL)
+RETURNS integer
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'dborch_unschedule_backups';
+COMMENT ON FUNCTION dborch.unschedule_backups(text, text) IS
+	'remove a deployment''s backup schedules (of one kind, or all); returns how many';
+
+-- Progress of running jobs, from the job workers' shared memory.
+CREATE FUNCTION dborch._job_progress(OUT job_id bigint, OUT bytes_done bigint, OUT bytes_total bigint)
+RETURNS SETOF record
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'dborch_job_progress';
+COMMENT ON FUNCTION dborch._job_progress() IS
+	'internal: bytes done and total of running jobs, for dborch.progress';
+
+-- Running backups, restores and verifications: their phase (the job's
+-- stage) and, where the tool reports it, bytes done and total.
+CREATE VIEW dborch.progress WITH (security_invoker = true) AS
+	SELECT j.id AS job_id, j.kind, d.name AS deployment, j.stage AS phase, j.started_at,
+		   pg_catalog.clock_timestamp() - j.started_at AS elapsed,
+		   p.bytes_done, p.bytes_total,
+		   CASE WHEN p.bytes_total > 0
+				THEN round(100.0 * p.bytes_done / p.bytes_total, 1) END AS percent
+	  FROM dborch.jobs j
+	  LEFT JOIN dborch.deployments d ON d.id = j.deployment_id
+	  LEFT JOIN dborch._job_progress() p ON p.job_id = j.id
+	 WHERE j.state = 'running' AND j.kind IN ('backup', 'restore', 'restore_in_place', 'verify');
+GRANT SELECT ON dborch.progress TO dborch_user, dborch_admin;
+COMMENT ON VIEW dborch.progress IS 'progress: running backups, restores and verifications';
 
 -- Wakes the launcher and the prober when this transaction commits; the
 -- install script calls it, so they start work without waiting for a deploy.

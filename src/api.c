@@ -114,3 +114,32 @@ api_wait_end(void)
 {
 	ConditionVariableCancelSleep();
 }
+
+/* 53400 unless the owner's quotas leave room for one more deployment. */
+void
+api_check_quota(const char *owner, int64 memory_bytes)
+{
+	int64		count,
+				memory,
+				max_count,
+				max_memory;
+
+	cat_xact_lock(DBORCH_LOCK_OWNER, owner);
+	cat_owner_usage(owner, &count, &memory);
+	cat_owner_limits(owner, &max_count, &max_memory);
+	if (count + 1 > max_count)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg_plural("quota exceeded: role \"%s\" may have at most " INT64_FORMAT " deployment",
+							   "quota exceeded: role \"%s\" may have at most " INT64_FORMAT " deployments",
+							   (unsigned long) max_count, owner, max_count),
+				 errhint("Destroy a deployment, or ask a dborch_admin member to raise max_deployments in dborch.quotas.")));
+	if (memory + memory_bytes > max_memory)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("quota exceeded: role \"%s\" may use at most " INT64_FORMAT " MB of memory",
+						owner, max_memory / (1024 * 1024)),
+				 errdetail("Its deployments use " INT64_FORMAT " MB; this one asks for " INT64_FORMAT " MB.",
+						   memory / (1024 * 1024), memory_bytes / (1024 * 1024)),
+				 errhint("Ask for less memory, or ask a dborch_admin member to raise max_memory_bytes in dborch.quotas.")));
+}

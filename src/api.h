@@ -38,6 +38,9 @@ extern char *api_text_arg(FunctionCallInfo fcinfo, int argno, const char *what);
  */
 extern Deployment *api_deployment(ApiCaller *caller, const char *name, bool include_destroyed);
 
+/* 53400 unless the owner's quotas leave room for one more deployment. */
+extern void api_check_quota(const char *owner, int64 memory_bytes);
+
 /* 42501 unless the caller is owner or admin. */
 extern void api_check_owner(ApiCaller *caller, const char *owner, const char *what);
 

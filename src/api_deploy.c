@@ -25,35 +25,6 @@ PG_FUNCTION_INFO_V1(dborch_destroy);
 PG_FUNCTION_INFO_V1(dborch_deployment);
 PG_FUNCTION_INFO_V1(dborch_connection_string);
 
-/* 53400 unless the owner's quotas leave room for one more deployment. */
-static void
-check_quota(const char *owner, int64 memory_bytes)
-{
-	int64		count,
-				memory,
-				max_count,
-				max_memory;
-
-	cat_xact_lock(DBORCH_LOCK_OWNER, owner);
-	cat_owner_usage(owner, &count, &memory);
-	cat_owner_limits(owner, &max_count, &max_memory);
-	if (count + 1 > max_count)
-		ereport(ERROR,
-				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg_plural("quota exceeded: role \"%s\" may have at most " INT64_FORMAT " deployment",
-							   "quota exceeded: role \"%s\" may have at most " INT64_FORMAT " deployments",
-							   (unsigned long) max_count, owner, max_count),
-				 errhint("Destroy a deployment, or ask a dborch_admin member to raise max_deployments in dborch.quotas.")));
-	if (memory + memory_bytes > max_memory)
-		ereport(ERROR,
-				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("quota exceeded: role \"%s\" may use at most " INT64_FORMAT " MB of memory",
-						owner, max_memory / (1024 * 1024)),
-				 errdetail("Its deployments use " INT64_FORMAT " MB; this one asks for " INT64_FORMAT " MB.",
-						   memory / (1024 * 1024), memory_bytes / (1024 * 1024)),
-				 errhint("Ask for less memory, or ask a dborch_admin member to raise max_memory_bytes in dborch.quotas.")));
-}
-
 /*
  * dborch.deploy(name, engine, options): queue a deployment.  The same name
  * and spec again returns the existing row (and retries it if it failed);
@@ -113,7 +84,7 @@ dborch_deploy(PG_FUNCTION_ARGS)
 		if (strcmp(d->status, "failed") == 0)
 		{
 			/* deploying a failed deployment again retries it; it counts again */
-			check_quota(d->owner, d->memory_bytes);
+			api_check_quota(d->owner, d->memory_bytes);
 			cat_set_deployment_status(d->id, "pending", "failed", NULL);
 			job_id = cat_queue_job("deploy", d->id, d->owner, NULL);
 			cat_event(caller.name, d->id, job_id, "deploy_requested",
@@ -125,7 +96,7 @@ dborch_deploy(PG_FUNCTION_ARGS)
 		PG_RETURN_DATUM(row);
 	}
 
-	check_quota(caller.name, spec.memory_bytes);
+	api_check_quota(caller.name, spec.memory_bytes);
 	id = cat_insert_deployment(name, engine->name, caller.name, spec.environment, spec.json,
 							   spec.memory_bytes, spec.ttl);
 	job_id = cat_queue_job("deploy", id, caller.name, NULL);
@@ -196,13 +167,15 @@ dborch_wait(PG_FUNCTION_ARGS)
 }
 
 /*
- * dborch.destroy(name): queue the removal of the deployment's processes and
- * data.  Its row (status destroyed) and events stay.
+ * dborch.destroy(name, drop_backups): queue the removal of the deployment's
+ * processes and data.  Its row (status destroyed), events and, unless
+ * drop_backups, backups stay, so it can be restored later.
  */
 Datum
 dborch_destroy(PG_FUNCTION_ARGS)
 {
 	char	   *name = api_text_arg(fcinfo, 0, "deployment name");
+	bool		drop_backups = PG_ARGISNULL(1) ? false : PG_GETARG_BOOL(1);
 	ApiCaller	caller;
 	Deployment *d;
 	Datum		row;
@@ -213,7 +186,9 @@ dborch_destroy(PG_FUNCTION_ARGS)
 	if (strcmp(d->status, "destroyed") == 0)
 		ereport(NOTICE, (errmsg("deployment \"%s\" is already destroyed", name)));
 	else
-		deployment_request_destroy(d, caller.name, "destroy requested");
+		deployment_request_destroy(d, caller.name,
+								   drop_backups ? "destroy requested, with its backups" : "destroy requested",
+								   drop_backups);
 	row = cat_deployment_row(d->id);
 	api_leave(&caller);
 	PG_RETURN_DATUM(row);

@@ -1,7 +1,8 @@
 /*
  * api_health.c
- *		dborch._worker_status(): what shared memory knows about the
- *		background workers, for dborch.health().
+ *		What shared memory knows about the background workers:
+ *		dborch._worker_status() for dborch.health(), dborch._job_progress()
+ *		for dborch.progress.
  */
 #include "postgres.h"
 
@@ -9,10 +10,12 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "utils/timestamp.h"
+#include "utils/tuplestore.h"
 
 #include "dborch.h"
 
 PG_FUNCTION_INFO_V1(dborch_worker_status);
+PG_FUNCTION_INFO_V1(dborch_job_progress);
 
 Datum
 dborch_worker_status(PG_FUNCTION_ARGS)
@@ -44,4 +47,33 @@ dborch_worker_status(PG_FUNCTION_ARGS)
 	values[6] = TimestampTzGetDatum((TimestampTz) last_loop);
 	nulls[6] = last_loop == 0;
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
+}
+
+/* dborch._job_progress(): bytes done and total of the jobs the workers run. */
+Datum
+dborch_job_progress(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+	for (i = 0; i < DBORCH_MAX_JOB_WORKERS; i++)
+	{
+		JobSlot    *slot = &dborch_shared->job_slots[i];
+		Datum		values[3];
+		bool		nulls[3] = {false};
+		int64		job_id;
+
+		SpinLockAcquire(&dborch_shared->mutex);
+		job_id = slot->in_use ? slot->job_id : 0;
+		SpinLockRelease(&dborch_shared->mutex);
+		if (job_id == 0)
+			continue;
+		values[0] = Int64GetDatum(job_id);
+		values[1] = Int64GetDatum((int64) pg_atomic_read_u64(&slot->bytes_done));
+		values[2] = Int64GetDatum((int64) pg_atomic_read_u64(&slot->bytes_total));
+		nulls[1] = nulls[2] = pg_atomic_read_u64(&slot->bytes_total) == 0;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
 }

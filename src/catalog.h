@@ -64,6 +64,26 @@ typedef struct Job
 	char	   *error;
 } Job;
 
+typedef struct Backup
+{
+	int64		id;
+	int64		deployment_id;
+	char	   *deployment;
+	char	   *engine;
+	char	   *owner;
+	char	   *kind;
+	char	   *requested_kind;
+	char	   *status;
+	char	   *label;			/* pgBackRest label, or the Redis file */
+	char	   *file;
+	char	   *checksum;
+	int64		size_bytes;
+	int64		keys;			/* -1 when unknown */
+	int64		keys_with_ttl;
+	bool		verify_requested;
+	char	   *finished_at;
+} Backup;
+
 typedef struct ClaimedJob
 {
 	int64		id;
@@ -76,6 +96,7 @@ extern const char *cat_value(CatResult *res, int row, const char *column);
 extern Datum cat_query_datum(const char *sql, int nargs, ...);
 extern char *cat_i64(int64 value);
 extern int64 cat_json_int64(const char *json, const char *key);
+extern bool cat_json_bool(const char *json, const char *key);
 extern void cat_begin(void);
 extern void cat_commit(void);
 
@@ -132,11 +153,12 @@ extern List *cat_running_instances(void);
 extern Instance *cat_create_instance(int64 deployment_id, const char *host,
 									 int low_port, int high_port);
 extern void cat_set_instance_status(int64 id, const char *status, int pid);
+extern bool cat_port_taken(int port);
 
 /* secrets */
 extern void cat_set_secret(int64 deployment_id, const char *name, const char *value);
 extern char *cat_secret(int64 deployment_id, const char *name);
-extern void cat_delete_secrets(int64 deployment_id);
+extern void cat_delete_secrets(int64 deployment_id, bool keep_backup_passphrase);
 
 /* warm pool */
 extern int64 cat_pool_reserve(const char *version, const char *root);
@@ -163,5 +185,27 @@ extern void cat_expire_probes(void);
 extern CatResult *cat_due_alerts(int limit);
 extern void cat_alert_attempted(int64 id, bool sent, const char *error, int retry_ms);
 extern int64 cat_next_alert_due_ms(void);
+
+/* backups */
+extern Backup *cat_backup(int64 id);
+extern Backup *cat_latest_backup(int64 deployment_id);
+extern Datum cat_backup_row(int64 id);
+extern int64 cat_queue_backup(Deployment *d, const char *kind, bool verify);
+extern void cat_backup_set_status(int64 id, const char *status, const char *kind, const char *error);
+extern bool cat_has_full_backup(int64 deployment_id);
+extern void cat_backup_record_pgbackrest(int64 id, const char *info);
+extern void cat_backup_record_redis(int64 id, const char *file, int64 size, int64 stored, int64 keys,
+									int64 keys_with_ttl, const char *checksum,
+									const char *snapshot_epoch);
+extern void cat_backups_sync_pgbackrest(int64 deployment_id, const char *info);
+extern bool cat_backup_retention(int64 deployment_id, int *full_count, int *max_age_days);
+extern void cat_set_backup_retention(int64 deployment_id, const char *full_count, const char *max_age);
+extern CatResult *cat_expire_redis_backups(int64 deployment_id, int full_count, int max_age_days);
+extern void cat_expire_all_backups(int64 deployment_id);
+extern void cat_backup_verified(int64 id, const char *error);
+extern bool cat_recoverable_window(int64 deployment_id, char **from, char **to);
+extern bool cat_time_between(const char *time, const char *from, const char *to);
+extern Datum cat_schedule_backups(Deployment *d, const char *schedule, const char *kind, bool verify);
+extern int	cat_unschedule_backups(int64 deployment_id, const char *kind);
 
 #endif							/* DBORCH_CATALOG_H */

@@ -37,6 +37,7 @@ void		_PG_init(void);
 /* GUC variables */
 int			dborch_alert_timeout_ms = 5000;
 char	   *dborch_alert_webhook_url = NULL;
+char	   *dborch_backup_directory = NULL;
 char	   *dborch_data_directory = NULL;
 char	   *dborch_database = NULL;
 int			dborch_default_max_deployments = 20;
@@ -49,6 +50,7 @@ int			dborch_max_job_workers = 4;
 int			dborch_metrics_retention_s = 3600;
 char	   *dborch_pause_at_stage = NULL;
 char	   *dborch_pg_ctl_path = NULL;
+char	   *dborch_pgbackrest_path = NULL;
 static char *dborch_port_range = NULL;
 int			dborch_port_range_low = 20000;
 int			dborch_port_range_high = 29999;
@@ -116,6 +118,12 @@ define_gucs(void)
 							   NULL,
 							   &dborch_alert_webhook_url, "",
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("dborch.backup_directory",
+							   "Directory under which backups and their pgBackRest repositories live.",
+							   "Empty means backups/ beside instances/ in dborch.data_directory.",
+							   &dborch_backup_directory, "",
+							   PGC_POSTMASTER, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
 	DefineCustomStringVariable("dborch.data_directory",
 							   "Directory under which managed instances live.",
@@ -187,6 +195,12 @@ define_gucs(void)
 							   "Path of the pg_ctl program.",
 							   "Empty means pg_ctl in the server's own bin directory.",
 							   &dborch_pg_ctl_path, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("dborch.pgbackrest_path",
+							   "Path of the pgbackrest program.",
+							   NULL,
+							   &dborch_pgbackrest_path, "/usr/bin/pgbackrest",
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
 	DefineCustomStringVariable("dborch.port_range",
@@ -335,6 +349,11 @@ dborch_shmem_startup(void)
 		pg_atomic_init_u32(&dborch_shared->prober_connected, 0);
 		pg_atomic_init_u32(&dborch_shared->prober_fd_exhausted, 0);
 		pg_atomic_init_u64(&dborch_shared->prober_last_loop, 0);
+		for (int i = 0; i < DBORCH_MAX_JOB_WORKERS; i++)
+		{
+			pg_atomic_init_u64(&dborch_shared->job_slots[i].bytes_done, 0);
+			pg_atomic_init_u64(&dborch_shared->job_slots[i].bytes_total, 0);
+		}
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -551,6 +570,20 @@ dborch_data_root(void)
 		else
 			root = MemoryContextStrdup(TopMemoryContext, base);
 	}
+	return root;
+}
+
+/* Root of the backups: one directory per deployment under it. */
+const char *
+dborch_backup_root(void)
+{
+	static char *root = NULL;
+
+	if (root == NULL)
+		root = MemoryContextStrdup(TopMemoryContext,
+								   dborch_backup_directory && dborch_backup_directory[0]
+								   ? dborch_backup_directory
+								   : psprintf("%s/backups", dborch_data_root()));
 	return root;
 }
 

@@ -32,6 +32,7 @@
 /* GUC variables, defined in dborch.c (alphabetical there). */
 extern char *dborch_alert_webhook_url;
 extern int	dborch_alert_timeout_ms;
+extern char *dborch_backup_directory;
 extern char *dborch_data_directory;
 extern char *dborch_database;
 extern int	dborch_default_max_deployments;
@@ -44,6 +45,7 @@ extern int	dborch_metrics_retention_s;
 extern int	dborch_failure_threshold;
 extern char *dborch_pause_at_stage;
 extern char *dborch_pg_ctl_path;
+extern char *dborch_pgbackrest_path;
 extern int	dborch_port_range_low;
 extern int	dborch_port_range_high;
 extern int	dborch_probe_interval_ms;
@@ -67,6 +69,8 @@ typedef struct JobSlot
 	Latch	   *latch;
 	int64		job_id;			/* assigned job, 0 when idle */
 	int			attempt;		/* jobs.attempts the job was claimed with */
+	pg_atomic_uint64 bytes_done;	/* progress of the job, where known */
+	pg_atomic_uint64 bytes_total;
 } JobSlot;
 
 /* Shared memory: how backends and workers find and wake each other. */
@@ -101,6 +105,7 @@ extern bool dborch_queued_in_this_xact(int64 deployment_id);
 extern void dborch_broadcast_state_change(void);
 extern bool dborch_extension_ready(bool error_if_not);
 extern const char *dborch_data_root(void);
+extern const char *dborch_backup_root(void);
 extern const char *dborch_bindir_program(const char *setting, const char *program);
 
 /* util.c */

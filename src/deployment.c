@@ -8,7 +8,8 @@
 #include "deployment.h"
 
 int64
-deployment_request_destroy(Deployment *d, const char *actor, const char *reason)
+deployment_request_destroy(Deployment *d, const char *actor, const char *reason,
+						   bool drop_backups)
 {
 	int64		job_id;
 
@@ -19,8 +20,10 @@ deployment_request_destroy(Deployment *d, const char *actor, const char *reason)
 		return job_id;
 
 	cat_cancel_unfinished_jobs(d->id);
+	cat_unschedule_backups(d->id, NULL);
 	cat_set_deployment_status(d->id, "destroying", NULL, NULL);
-	job_id = cat_queue_job("destroy", d->id, d->owner, NULL);
+	job_id = cat_queue_job("destroy", d->id, d->owner,
+						   drop_backups ? "{\"drop_backups\": true}" : NULL);
 	cat_event(actor, d->id, job_id, "destroy_requested", reason, NULL);
 	dborch_note_queued_deployment(d->id);
 	return job_id;

@@ -8,10 +8,12 @@
 #include "catalog.h"
 
 /*
- * Queue the destroy of a deployment: cancel its other jobs, mark it
- * destroying, queue a destroy job and an event.  Returns the destroy job's
+ * Queue the destroy of a deployment: cancel its other jobs, remove its
+ * backup schedules, mark it destroying, queue a destroy job (which drops
+ * its backups too with drop_backups) and an event.  Returns the destroy job's
  * id (an existing one if already destroying), or 0 if already destroyed.
  */
-extern int64 deployment_request_destroy(Deployment *d, const char *actor, const char *reason);
+extern int64 deployment_request_destroy(Deployment *d, const char *actor, const char *reason,
+										bool drop_backups);
 
 #endif							/* DBORCH_DEPLOYMENT_H */

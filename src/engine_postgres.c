@@ -15,11 +15,13 @@
 #include <sys/shm.h>
 #include <unistd.h>
 
+#include "lib/stringinfo.h"
 #include "libpq-fe.h"
 #include "miscadmin.h"
 #include "storage/fd.h"
 #include "storage/latch.h"
 
+#include "backup.h"
 #include "dborch.h"
 #include "engine.h"
 #include "spawn.h"
@@ -91,7 +93,28 @@ postgres_provision(Instance *inst, const char *password, const char *pool_direct
 	engine_postgres_initdb(datadir, password, psprintf("%s/initdb.log", inst->directory));
 }
 
-/* dborch.conf: address, port, socket, memory; included from postgresql.conf. */
+/* A string value for postgresql.conf: single quotes, doubled inside. */
+static char *
+conf_literal(const char *value)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '\'');
+	for (; *value; value++)
+	{
+		if (*value == '\'')
+			appendStringInfoChar(&buf, '\'');
+		appendStringInfoChar(&buf, *value);
+	}
+	appendStringInfoChar(&buf, '\'');
+	return buf.data;
+}
+
+/*
+ * dborch.conf: address, port, socket, memory, WAL archiving; included from
+ * postgresql.conf.
+ */
 static void
 postgres_configure_network(Instance *inst)
 {
@@ -116,9 +139,12 @@ postgres_configure_network(Instance *inst)
 					"unix_socket_directories = '%s/run'\n"
 					"shared_buffers = " INT64_FORMAT "kB\n"
 					"password_encryption = 'scram-sha-256'\n"
-					"cluster_name = '%s'\n",
+					"cluster_name = '%s'\n"
+					"archive_mode = on\n"
+					"archive_command = %s\n",
 					inst->deployment_name, inst->host, inst->port, inst->directory,
-					shared_buffers_kb, inst->deployment_name);
+					shared_buffers_kb, inst->deployment_name,
+					conf_literal(pgbr_archive_command(inst->deployment_name, inst->deployment_id)));
 	dborch_write_file(psprintf("%s/dborch.conf", datadir), conf, 0600);
 
 	conf = dborch_read_file(main_conf, false);

@@ -46,13 +46,16 @@ redis_configure_network(Instance *inst)
 					"pidfile %s/redis.pid\n"
 					"logfile \"\"\n"
 					"dir %s/data\n"
-					"appendonly yes\n"
+					"appendonly %s\n"
 					"appendfsync everysec\n"
 					"maxmemory " INT64_FORMAT "\n"
 					"maxmemory-policy noeviction\n"
 					"include %s/security.conf\n",
 					inst->deployment_name, inst->host, inst->port, inst->directory,
-					inst->directory, inst->memory_bytes, inst->directory);
+					inst->directory,
+					/* a restored snapshot loads only with appendonly off (job_restore.c) */
+					dborch_path_exists(psprintf("%s/aof-pending", inst->directory)) ? "no" : "yes",
+					inst->memory_bytes, inst->directory);
 	dborch_write_file(psprintf("%s/redis.conf", inst->directory), conf, 0600);
 }
 

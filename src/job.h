@@ -39,6 +39,9 @@ typedef struct JobKind
 	 * transaction.  reason is the error or "cancelled".
 	 */
 	void		(*undo) (JobContext *ctx, const char *reason);
+
+	/* false: a failed attempt is final (a verification is itself a check) */
+	bool		no_retry;
 } JobKind;
 
 extern const JobKind job_kind_deploy;
@@ -48,8 +51,26 @@ extern const JobKind job_kind_recover;
 extern const JobKind job_kind_stop;
 extern const JobKind job_kind_start;
 extern const JobKind job_kind_deliver_alerts;
+extern const JobKind job_kind_backup;
+extern const JobKind job_kind_verify;
+extern const JobKind job_kind_restore;
+extern const JobKind job_kind_restore_in_place;
 
 /* job_deploy.c and job_destroy.c share the teardown of instances */
 extern void job_remove_instances(int64 deployment_id);
+
+/* Stages of the deploy job, reused by the restore jobs (job_restore.c). */
+extern void deploy_stage_quota_check(JobContext *ctx);
+extern void deploy_stage_node_selection(JobContext *ctx);
+extern void deploy_stage_prepare(JobContext *ctx);
+extern void deploy_stage_network(JobContext *ctx);
+extern void deploy_stage_security(JobContext *ctx);
+extern void deploy_stage_start(JobContext *ctx);
+extern void deploy_stage_register(JobContext *ctx);
+extern void deploy_stage_health_validation(JobContext *ctx);
+extern void deploy_stage_finalize(JobContext *ctx);
+extern void undo_deploy(JobContext *ctx, const char *reason);
+extern Instance *load_instance(JobContext *ctx);
+extern char *load_password(JobContext *ctx);
 
 #endif							/* DBORCH_JOB_H */

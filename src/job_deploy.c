@@ -28,7 +28,7 @@ load_deployment(JobContext *ctx)
 	return d;
 }
 
-static Instance *
+Instance *
 load_instance(JobContext *ctx)
 {
 	Instance   *inst = cat_primary_instance(ctx->deployment_id);
@@ -39,7 +39,7 @@ load_instance(JobContext *ctx)
 	return inst;
 }
 
-static char *
+char *
 load_password(JobContext *ctx)
 {
 	char	   *password = cat_secret(ctx->deployment_id, "password");
@@ -51,8 +51,8 @@ load_password(JobContext *ctx)
 }
 
 /* The owner's quotas still allow this deployment (checked again by deploy()). */
-static void
-stage_quota_check(JobContext *ctx)
+void
+deploy_stage_quota_check(JobContext *ctx)
 {
 	Deployment *d = load_deployment(ctx);
 	int64		count,
@@ -75,8 +75,8 @@ stage_quota_check(JobContext *ctx)
 						   count, max_count, memory / (1024 * 1024), max_memory / (1024 * 1024))));
 }
 
-static void
-stage_node_selection(JobContext *ctx)
+void
+deploy_stage_node_selection(JobContext *ctx)
 {
 	cat_set_deployment_node(ctx->deployment_id, LOCAL_NODE);
 }
@@ -117,8 +117,8 @@ remove_unknown_directories(Deployment *d, Instance *inst)
  * and the credentials: a warm-pool entry's password when a PostgreSQL
  * deployment takes one, else a new one.
  */
-static void
-stage_prepare(JobContext *ctx)
+void
+deploy_stage_prepare(JobContext *ctx)
 {
 	Deployment *d = load_deployment(ctx);
 	Instance   *inst = cat_primary_instance(d->id);
@@ -134,7 +134,8 @@ stage_prepare(JobContext *ctx)
 		char	   *pool_directory;
 		char	   *password;
 
-		if (strcmp(d->engine, "postgres") == 0 &&
+		/* a restore brings its own data: only a deploy takes a pool entry */
+		if (strcmp(ctx->kind_name, "deploy") == 0 && strcmp(d->engine, "postgres") == 0 &&
 			cat_pool_claim(inst->id, d->version, &pool_directory, &password))
 		{
 			cat_event(DBORCH_ACTOR, d->id, ctx->job_id, "warm_pool",
@@ -148,7 +149,7 @@ stage_prepare(JobContext *ctx)
 }
 
 static void
-stage_provision(JobContext *ctx)
+deploy_stage_provision(JobContext *ctx)
 {
 	Instance   *inst = load_instance(ctx);
 	char	   *pool_directory = NULL;
@@ -162,24 +163,24 @@ stage_provision(JobContext *ctx)
 	}
 }
 
-static void
-stage_network(JobContext *ctx)
+void
+deploy_stage_network(JobContext *ctx)
 {
 	Instance   *inst = load_instance(ctx);
 
 	engine_get(inst->engine)->configure_network(inst);
 }
 
-static void
-stage_security(JobContext *ctx)
+void
+deploy_stage_security(JobContext *ctx)
 {
 	Instance   *inst = load_instance(ctx);
 
 	engine_get(inst->engine)->configure_security(inst, load_password(ctx));
 }
 
-static void
-stage_start(JobContext *ctx)
+void
+deploy_stage_start(JobContext *ctx)
 {
 	Instance   *inst = load_instance(ctx);
 	pid_t		pid = engine_get(inst->engine)->start(inst);
@@ -188,8 +189,8 @@ stage_start(JobContext *ctx)
 }
 
 /* The instance is recorded as running with the pid its server reports. */
-static void
-stage_register(JobContext *ctx)
+void
+deploy_stage_register(JobContext *ctx)
 {
 	Instance   *inst = load_instance(ctx);
 	pid_t		pid = engine_get(inst->engine)->running_pid(inst);
@@ -201,16 +202,16 @@ stage_register(JobContext *ctx)
 	cat_set_instance_status(inst->id, "running", pid);
 }
 
-static void
-stage_health_validation(JobContext *ctx)
+void
+deploy_stage_health_validation(JobContext *ctx)
 {
 	Instance   *inst = load_instance(ctx);
 
 	engine_get(inst->engine)->check_ready(inst, load_password(ctx), dborch_start_timeout_ms);
 }
 
-static void
-stage_finalize(JobContext *ctx)
+void
+deploy_stage_finalize(JobContext *ctx)
 {
 	Instance   *inst = load_instance(ctx);
 
@@ -222,7 +223,7 @@ stage_finalize(JobContext *ctx)
 }
 
 /* Remove everything the deploy made; the deployment is failed with the reason. */
-static void
+void
 undo_deploy(JobContext *ctx, const char *reason)
 {
 	job_remove_instances(ctx->deployment_id);
@@ -231,16 +232,16 @@ undo_deploy(JobContext *ctx, const char *reason)
 }
 
 static const JobStage deploy_stages[] = {
-	{"quota_check", stage_quota_check},
-	{"node_selection", stage_node_selection},
-	{"prepare", stage_prepare},
-	{"provision", stage_provision},
-	{"network", stage_network},
-	{"security", stage_security},
-	{"start", stage_start},
-	{"register", stage_register},
-	{"health_validation", stage_health_validation},
-	{"finalize", stage_finalize},
+	{"quota_check", deploy_stage_quota_check},
+	{"node_selection", deploy_stage_node_selection},
+	{"prepare", deploy_stage_prepare},
+	{"provision", deploy_stage_provision},
+	{"network", deploy_stage_network},
+	{"security", deploy_stage_security},
+	{"start", deploy_stage_start},
+	{"register", deploy_stage_register},
+	{"health_validation", deploy_stage_health_validation},
+	{"finalize", deploy_stage_finalize},
 };
 
 const JobKind job_kind_deploy = {

@@ -9,6 +9,7 @@
 
 #include "nodes/pg_list.h"
 
+#include "backup.h"
 #include "dborch.h"
 #include "engine.h"
 #include "job.h"
@@ -48,7 +49,10 @@ remove_data(int64 deployment_id)
 	}
 }
 
-/* Free the ports (destroyed instances leave the unique index) and secrets. */
+/*
+ * Free the ports (destroyed instances leave the unique index) and secrets;
+ * the backup passphrase stays while backups do.
+ */
 static void
 release(int64 deployment_id)
 {
@@ -56,7 +60,7 @@ release(int64 deployment_id)
 
 	foreach(lc, cat_live_instances(deployment_id))
 		cat_set_instance_status(((Instance *) lfirst(lc))->id, "destroyed", -1);
-	cat_delete_secrets(deployment_id);
+	cat_delete_secrets(deployment_id, true);
 }
 
 void
@@ -85,6 +89,20 @@ stage_release(JobContext *ctx)
 	release(ctx->deployment_id);
 }
 
+/* Only when asked: the backups, their files and their passphrase. */
+static void
+stage_drop_backups(JobContext *ctx)
+{
+	Deployment *d;
+
+	if (!cat_json_bool(ctx->args, "drop_backups"))
+		return;
+	d = cat_deployment(ctx->deployment_id);
+	dborch_remove_tree(backup_directory(d->name, d->id));
+	cat_expire_all_backups(d->id);
+	cat_delete_secrets(d->id, false);
+}
+
 static void
 stage_finalize(JobContext *ctx)
 {
@@ -105,6 +123,7 @@ static const JobStage destroy_stages[] = {
 	{"stop", stage_stop},
 	{"remove_data", stage_remove_data},
 	{"release", stage_release},
+	{"drop_backups", stage_drop_backups},
 	{"finalize", stage_finalize},
 };
 

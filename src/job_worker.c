@@ -28,6 +28,7 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
+#include "backup.h"
 #include "catalog.h"
 #include "dborch.h"
 #include "job.h"
@@ -37,7 +38,8 @@
 
 static const JobKind *const job_kinds[] = {
 	&job_kind_deploy, &job_kind_destroy, &job_kind_warm_pool, &job_kind_recover,
-	&job_kind_stop, &job_kind_start, &job_kind_deliver_alerts
+	&job_kind_stop, &job_kind_start, &job_kind_deliver_alerts, &job_kind_backup,
+	&job_kind_verify, &job_kind_restore, &job_kind_restore_in_place
 };
 
 /* Errors that another attempt cannot fix. */
@@ -46,7 +48,8 @@ error_is_permanent(int sqlerrcode)
 {
 	return sqlerrcode == ERRCODE_CONFIGURATION_LIMIT_EXCEEDED ||
 		sqlerrcode == ERRCODE_INVALID_PARAMETER_VALUE ||
-		sqlerrcode == ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE;
+		sqlerrcode == ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE ||
+		sqlerrcode == ERRCODE_DATA_CORRUPTED;
 }
 
 /* Delay before attempt n+1: 1 s doubling to 30 s, with +-25% jitter. */
@@ -199,7 +202,8 @@ handle_failure(const JobKind *kind, JobContext *ctx, ErrorData *edata)
 
 	cat_begin();
 	job = cat_job(ctx->job_id);
-	if (!error_is_permanent(edata->sqlerrcode) && job->attempts < job->max_attempts)
+	if (!kind->no_retry && !error_is_permanent(edata->sqlerrcode) &&
+		job->attempts < job->max_attempts)
 	{
 		int			delay = retry_delay_ms(job->attempts);
 
@@ -289,6 +293,18 @@ run_job(int64 job_id, int attempt, MemoryContext job_mcxt)
 	cat_commit();
 }
 
+/* This worker's slot, for progress reports. */
+static JobSlot *my_slot = NULL;
+
+void
+job_report_progress(uint64 done, uint64 total)
+{
+	if (my_slot == NULL)
+		return;
+	pg_atomic_write_u64(&my_slot->bytes_total, total);
+	pg_atomic_write_u64(&my_slot->bytes_done, done);
+}
+
 static void
 job_worker_detach(int code, Datum arg)
 {
@@ -324,6 +340,7 @@ dborch_job_worker_main(Datum arg)
 	SpinLockRelease(&dborch_shared->mutex);
 	before_shmem_exit(job_worker_detach, Int32GetDatum(slot_no));
 
+	my_slot = slot;
 	job_mcxt = AllocSetContextCreate(TopMemoryContext, "dborch job", ALLOCSET_DEFAULT_SIZES);
 
 	for (;;)
@@ -348,6 +365,7 @@ dborch_job_worker_main(Datum arg)
 		{
 			MemoryContextReset(job_mcxt);
 			MemoryContextSwitchTo(job_mcxt);
+			job_report_progress(0, 0);
 			run_job(job_id, attempt, job_mcxt);
 			pgstat_report_activity(STATE_IDLE, NULL);
 			SpinLockAcquire(&dborch_shared->mutex);

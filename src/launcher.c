@@ -298,7 +298,7 @@ expire_deployments(void)
 	{
 		Deployment *d = cat_deployment(*(int64 *) lfirst(lc));
 
-		deployment_request_destroy(d, DBORCH_ACTOR, "time to live expired");
+		deployment_request_destroy(d, DBORCH_ACTOR, "time to live expired", false);
 	}
 }
 

@@ -128,15 +128,22 @@ fork_exec(const char *const *argv, const char *log_path, bool die_with_parent)
 	return pid;
 }
 
-/* Wait until pidfd is readable or the deadline passes; true if it exited. */
+#define PROGRESS_EVERY_MS 500
+
+/*
+ * Wait until pidfd is readable or the deadline passes; true if it exited.
+ * With progress, call it about every PROGRESS_EVERY_MS meanwhile.
+ */
 static bool
-wait_pidfd(int pidfd, pid_t pid, int64 deadline_ms)
+wait_pidfd(int pidfd, pid_t pid, int64 deadline_ms, SpawnProgressFn progress, void *arg)
 {
 	for (;;)
 	{
 		int64		remaining = deadline_ms - dborch_now_ms();
 		int			rc;
 
+		if (progress != NULL)
+			progress(arg);
 		if (pidfd < 0)
 		{
 			/* no pidfd support: check every 5 ms (a zombie counts as exited) */
@@ -145,6 +152,8 @@ wait_pidfd(int pidfd, pid_t pid, int64 deadline_ms)
 		}
 		if (remaining <= 0)
 			return false;
+		if (progress != NULL)
+			remaining = Min(remaining, PROGRESS_EVERY_MS);
 		if (pidfd >= 0)
 			rc = WaitLatchOrSocket(MyLatch,
 								   WL_LATCH_SET | WL_SOCKET_READABLE | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -165,6 +174,13 @@ wait_pidfd(int pidfd, pid_t pid, int64 deadline_ms)
 int
 spawn_run(const char *const *argv, const char *log_path, int timeout_ms)
 {
+	return spawn_run_progress(argv, log_path, timeout_ms, NULL, NULL);
+}
+
+int
+spawn_run_progress(const char *const *argv, const char *log_path, int timeout_ms,
+				   SpawnProgressFn progress, void *arg)
+{
 	pid_t		pid;
 	int			pidfd;
 	int			status = 0;
@@ -182,7 +198,7 @@ spawn_run(const char *const *argv, const char *log_path, int timeout_ms)
 
 	PG_TRY();
 	{
-		exited = wait_pidfd(pidfd, pid, dborch_now_ms() + timeout_ms);
+		exited = wait_pidfd(pidfd, pid, dborch_now_ms() + timeout_ms, progress, arg);
 	}
 	PG_CATCH();
 	{
@@ -232,7 +248,7 @@ spawn_wait_exit(pid_t pid, int timeout_ms)
 
 	PG_TRY();
 	{
-		exited = wait_pidfd(pidfd, pid, dborch_now_ms() + timeout_ms);
+		exited = wait_pidfd(pidfd, pid, dborch_now_ms() + timeout_ms, NULL, NULL);
 	}
 	PG_FINALLY();
 	{

@@ -14,6 +14,13 @@
  */
 extern int	spawn_run(const char *const *argv, const char *log_path, int timeout_ms);
 
+/* Called about every 500 ms while spawn_run_progress() waits. */
+typedef void (*SpawnProgressFn) (void *arg);
+
+/* spawn_run() that reports progress while it waits. */
+extern int	spawn_run_progress(const char *const *argv, const char *log_path, int timeout_ms,
+							   SpawnProgressFn progress, void *arg);
+
 /*
  * Start argv[0] in its own session and return its pid without waiting; for
  * servers that must outlive the worker and the control plane.

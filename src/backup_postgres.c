@@ -1,0 +1,298 @@
+/*
+ * backup_postgres.c
+ *		PostgreSQL backups with pgBackRest: dborch writes each deployment's
+ *		pgbackrest.conf (0600; zstd compression, aes-256-cbc encryption with
+ *		the deployment's passphrase), creates its stanza on the first backup,
+ *		and runs backup, info, restore and expire through spawn.c.
+ *
+ * WAL archiving: the instance's archive_command pushes WAL only once
+ * stanza.ready exists (the first backup creates the stanza, then the file),
+ * so WAL never piles up before the first backup and every deployment is
+ * recoverable to any point since its first backup.
+ */
+#include "postgres.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "lib/stringinfo.h"
+#include "storage/fd.h"
+
+#include "backup.h"
+#include "dborch.h"
+#include "spawn.h"
+
+/* Longest a backup or restore may run. */
+#define PGBACKREST_TIMEOUT_MS (12 * 3600 * 1000)
+
+char *
+backup_directory(const char *deployment_name, int64 deployment_id)
+{
+	return psprintf("%s/%s-" INT64_FORMAT, dborch_backup_root(), deployment_name, deployment_id);
+}
+
+char *
+backup_passphrase(int64 deployment_id)
+{
+	char	   *passphrase = cat_secret(deployment_id, "backup_passphrase");
+
+	if (passphrase == NULL)
+	{
+		passphrase = dborch_random_password(48);
+		cat_set_secret(deployment_id, "backup_passphrase", passphrase);
+	}
+	return passphrase;
+}
+
+/* A word for /bin/sh: single-quoted. */
+static char *
+shell_quote(const char *text)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '\'');
+	for (; *text; text++)
+	{
+		if (*text == '\'')
+			appendStringInfoString(&buf, "'\\''");
+		else
+			appendStringInfoChar(&buf, *text);
+	}
+	appendStringInfoChar(&buf, '\'');
+	return buf.data;
+}
+
+/*
+ * The command PostgreSQL runs (through /bin/sh) for each WAL segment.  Only
+ * paths appear in it, quoted; the deployment name matches the name rule.
+ */
+char *
+pgbr_archive_command(const char *deployment_name, int64 deployment_id)
+{
+	char	   *dir = backup_directory(deployment_name, deployment_id);
+
+	return psprintf("test ! -f %s || %s --config=%s --stanza=%s archive-push %%p",
+					shell_quote(psprintf("%s/stanza.ready", dir)),
+					shell_quote(dborch_pgbackrest_path),
+					shell_quote(psprintf("%s/pgbackrest.conf", dir)),
+					deployment_name);
+}
+
+static char *
+config_option(const char *deployment_name, int64 deployment_id)
+{
+	return psprintf("--config=%s/pgbackrest.conf", backup_directory(deployment_name, deployment_id));
+}
+
+/* Run pgbackrest; an error with the tail of its output if it fails. */
+static void
+run_pgbackrest(const char *const *argv, const char *log_path, SpawnProgressFn progress, void *arg)
+{
+	int			rc = spawn_run_progress(argv, log_path, PGBACKREST_TIMEOUT_MS, progress, arg);
+
+	if (rc != 0)
+		ereport(ERROR,
+				(errmsg("pgbackrest %s failed with exit code %d", argv[3], rc),
+				 errdetail("%s", dborch_file_tail(log_path, 1000))));
+}
+
+void
+pgbr_prepare(Instance *inst, const char *passphrase)
+{
+	char	   *dir = backup_directory(inst->deployment_name, inst->deployment_id);
+	char	   *marker = psprintf("%s/stanza.ready", dir);
+	char	   *conf;
+
+	dborch_mkdir(dir, 0700);
+	dborch_mkdir(psprintf("%s/repo", dir), 0700);
+	dborch_mkdir(psprintf("%s/lock", dir), 0700);
+	dborch_mkdir(psprintf("%s/log", dir), 0700);
+	dborch_mkdir(psprintf("%s/spool", dir), 0700);
+	conf = psprintf("# Written by dborch for deployment %s; dborch overwrites changes here.\n"
+					"[global]\n"
+					"repo1-path=%s/repo\n"
+					"repo1-cipher-type=aes-256-cbc\n"
+					"repo1-cipher-pass=%s\n"
+					"repo1-retention-full=9999999\n"
+					"compress-type=zst\n"
+					"compress-level=3\n"
+					"process-max=2\n"
+					"start-fast=y\n"
+					"archive-timeout=60\n"
+					"lock-path=%s/lock\n"
+					"log-path=%s/log\n"
+					"spool-path=%s/spool\n"
+					"log-level-console=warn\n"
+					"log-level-file=info\n"
+					"\n[%s]\n"
+					"pg1-path=%s/data\n"
+					"pg1-port=%d\n"
+					"pg1-socket-path=%s/run\n"
+					"pg1-user=postgres\n",
+					inst->deployment_name, dir, passphrase, dir, dir, dir,
+					inst->deployment_name, inst->directory, inst->port, inst->directory);
+	dborch_write_file(psprintf("%s/pgbackrest.conf", dir), conf, 0600);
+
+	if (!dborch_path_exists(marker))
+	{
+		char	   *log_path = psprintf("%s/log/dborch-stanza.log", dir);
+		const char *create[] = {dborch_pgbackrest_path, config_option(inst->deployment_name, inst->deployment_id),
+			psprintf("--stanza=%s", inst->deployment_name), "stanza-create", NULL};
+		const char *check[] = {dborch_pgbackrest_path, config_option(inst->deployment_name, inst->deployment_id),
+		psprintf("--stanza=%s", inst->deployment_name), "check", NULL};
+
+		run_pgbackrest(create, log_path, NULL, NULL);
+		dborch_write_file(marker, "", 0600);
+		/* WAL archiving works from here on, or the first backup fails now */
+		run_pgbackrest(check, log_path, NULL, NULL);
+	}
+}
+
+/* Bytes of the files under a directory (pg_wal excluded: not backed up). */
+static int64
+directory_size(const char *path)
+{
+	DIR		   *dir = AllocateDir(path);
+	struct dirent *de;
+	int64		total = 0;
+
+	while (dir != NULL && (de = ReadDir(dir, path)) != NULL)
+	{
+		char	   *child;
+		struct stat st;
+
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
+			strcmp(de->d_name, "pg_wal") == 0)
+			continue;
+		child = psprintf("%s/%s", path, de->d_name);
+		if (lstat(child, &st) != 0)
+			continue;
+		if (S_ISDIR(st.st_mode))
+			total += directory_size(child);
+		else if (S_ISREG(st.st_mode))
+			total += st.st_size;
+		pfree(child);
+	}
+	if (dir != NULL)
+		FreeDir(dir);
+	return total;
+}
+
+typedef struct LogProgress
+{
+	const char *log_path;
+	int64		total;
+} LogProgress;
+
+/*
+ * pgBackRest logs every file it copies at level detail with its share of
+ * the whole: "backup file /path (8KB, 12.34%) checksum ...".  Report the
+ * last share seen.
+ */
+static void
+log_progress(void *arg)
+{
+	LogProgress *p = arg;
+	char	   *tail = dborch_file_tail(p->log_path, 4096);
+	char	   *percent = NULL;
+	char	   *s;
+
+	for (s = strstr(tail, "%)"); s != NULL; s = strstr(s + 2, "%)"))
+		percent = s;
+	if (percent != NULL)
+	{
+		while (percent > tail && (isdigit((unsigned char) percent[-1]) || percent[-1] == '.'))
+			percent--;
+		job_report_progress((uint64) (p->total * (strtod(percent, NULL) / 100.0)), p->total);
+	}
+	pfree(tail);
+}
+
+void
+pgbr_backup(Instance *inst, const char *kind, const char *log_path)
+{
+	const char *argv[] = {dborch_pgbackrest_path, config_option(inst->deployment_name, inst->deployment_id),
+		psprintf("--stanza=%s", inst->deployment_name), "backup", psprintf("--type=%s", kind),
+	"--log-level-console=detail", NULL};
+	LogProgress progress = {log_path, directory_size(psprintf("%s/data", inst->directory))};
+
+	unlink(log_path);
+	job_report_progress(0, progress.total);
+	run_pgbackrest(argv, log_path, log_progress, &progress);
+	job_report_progress(progress.total, progress.total);
+}
+
+char *
+pgbr_info(const char *deployment_name, int64 deployment_id)
+{
+	char	   *out = psprintf("%s/log/dborch-info.json", backup_directory(deployment_name, deployment_id));
+	const char *argv[] = {dborch_pgbackrest_path, config_option(deployment_name, deployment_id),
+		psprintf("--stanza=%s", deployment_name), "info", "--output=json",
+	"--log-level-console=off", "--log-level-stderr=error", NULL};
+
+	unlink(out);
+	run_pgbackrest(argv, out, NULL, NULL);
+	return dborch_read_file(out, false);
+}
+
+void
+pgbr_restore(const char *source_name, int64 source_id, const char *label,
+			 const char *target_time, const char *datadir, bool delta,
+			 int64 size_hint, const char *log_path)
+{
+	const char *argv[16];
+	int			n = 0;
+	LogProgress progress = {log_path, size_hint};
+
+	argv[n++] = dborch_pgbackrest_path;
+	argv[n++] = config_option(source_name, source_id);
+	argv[n++] = psprintf("--stanza=%s", source_name);
+	argv[n++] = "restore";
+	argv[n++] = psprintf("--pg1-path=%s", datadir);
+	argv[n++] = "--log-level-console=detail";
+	argv[n++] = "--target-action=promote";
+	if (target_time != NULL)
+	{
+		argv[n++] = "--type=time";
+		argv[n++] = psprintf("--target=%s", target_time);
+	}
+	else
+	{
+		argv[n++] = "--type=immediate";
+		argv[n++] = psprintf("--set=%s", label);
+	}
+	if (delta)
+		argv[n++] = "--delta";
+	argv[n] = NULL;
+
+	unlink(log_path);
+	job_report_progress(0, size_hint);
+	run_pgbackrest(argv, log_path, size_hint > 0 ? log_progress : NULL, &progress);
+	job_report_progress(size_hint, size_hint);
+}
+
+void
+pgbr_expire(const char *deployment_name, int64 deployment_id, int full_count, int max_age_days)
+{
+	char	   *log_path = psprintf("%s/log/dborch-expire.log", backup_directory(deployment_name, deployment_id));
+
+	if (full_count > 0)
+	{
+		const char *argv[] = {dborch_pgbackrest_path, config_option(deployment_name, deployment_id),
+			psprintf("--stanza=%s", deployment_name), "expire", "--repo1-retention-full-type=count",
+		psprintf("--repo1-retention-full=%d", full_count), NULL};
+
+		run_pgbackrest(argv, log_path, NULL, NULL);
+	}
+	if (max_age_days > 0)
+	{
+		const char *argv[] = {dborch_pgbackrest_path, config_option(deployment_name, deployment_id),
+			psprintf("--stanza=%s", deployment_name), "expire", "--repo1-retention-full-type=time",
+		psprintf("--repo1-retention-full=%d", max_age_days), NULL};
+
+		run_pgbackrest(argv, log_path, NULL, NULL);
+	}
+}

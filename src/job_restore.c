@@ -1,0 +1,275 @@
+/*
+ * job_restore.c
+ *		The restore jobs.
+ *
+ * restore (into a new deployment): the deploy job's stages with the data
+ * restored instead of initdb, plus "credentials" after the start: the new
+ * deployment gets its own password (PostgreSQL: ALTER ROLE over the
+ * instance's socket with a SCRAM verifier, once recovery is over; Redis:
+ * its requirepass), and Redis turns its append-only file on after loading
+ * the snapshot (Redis 7 ignores dump.rdb when appendonly is on and no AOF
+ * exists).
+ *
+ * restore_in_place: stop, restore (pgBackRest --delta, or the snapshot),
+ * the same configuration, start and checks, then ready again.
+ *
+ * jobs.args: {"source_id": deployment backed up, "backup_id": or null,
+ * "target_time": text or null}.
+ */
+#include "postgres.h"
+
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+
+#include "libpq-fe.h"
+#include "miscadmin.h"
+#include "storage/latch.h"
+
+#include "backup.h"
+#include "dborch.h"
+#include "engine.h"
+#include "job.h"
+
+/* Restored data is complete: the stage can be skipped when run again. */
+static char *
+restore_marker(JobContext *ctx, Instance *inst)
+{
+	return psprintf("%s/restored-by-job-" INT64_FORMAT, inst->directory, ctx->job_id);
+}
+
+/* Redis must load the snapshot with appendonly off, then turn it on. */
+static char *
+aof_pending_marker(Instance *inst)
+{
+	return psprintf("%s/aof-pending", inst->directory);
+}
+
+static char *
+job_arg(JobContext *ctx, const char *key)
+{
+	CatResult  *r = cat_query("SELECT $1::jsonb ->> $2 AS v", 2, ctx->args, key);
+
+	return cat_value(r, 0, "v") ? pstrdup(cat_value(r, 0, "v")) : NULL;
+}
+
+/* Put the backup's data in the instance's directory. */
+static void
+stage_restore_data(JobContext *ctx)
+{
+	Instance   *inst = load_instance(ctx);
+	char	   *marker = restore_marker(ctx, inst);
+	char	   *backup_id = job_arg(ctx, "backup_id");
+	char	   *target_time = job_arg(ctx, "target_time");
+	Deployment *source = cat_deployment(cat_json_int64(ctx->args, "source_id"));
+	Backup	   *b = backup_id ? cat_backup(strtoi64(backup_id, NULL, 10)) : NULL;
+	bool		in_place = strcmp(ctx->kind_name, "restore_in_place") == 0;
+
+	if (dborch_path_exists(marker))
+		return;
+	if (strcmp(inst->engine, "postgres") == 0)
+	{
+		char	   *datadir = psprintf("%s/data", inst->directory);
+
+		if (!in_place)
+			dborch_remove_tree(datadir);
+		pgbr_restore(source->name, source->id, b ? b->label : NULL, target_time, datadir,
+					 in_place, b ? b->size_bytes : 0, psprintf("%s/restore.log", inst->directory));
+	}
+	else
+	{
+		dborch_mkdir(psprintf("%s/data", inst->directory), 0700);
+		dborch_remove_tree(psprintf("%s/data/appendonlydir", inst->directory));
+		dborch_write_file(aof_pending_marker(inst), "", 0600);
+		redis_unpack(b->file, backup_passphrase(source->id), b->checksum,
+					 psprintf("%s/data/dump.rdb", inst->directory));
+	}
+	dborch_write_file(marker, "", 0600);
+}
+
+/* Wait until a restored PostgreSQL left recovery (promoted), over its socket. */
+static PGconn *
+connect_after_recovery(Instance *inst)
+{
+	char	   *conninfo = psprintf("host=%s/run port=%d user=postgres dbname=postgres "
+									"application_name=dborch", inst->directory, inst->port);
+	int64		deadline = dborch_now_ms() + dborch_start_timeout_ms;
+
+	for (;;)
+	{
+		PGconn	   *conn = PQconnectdb(conninfo);
+		PGresult   *res = NULL;
+
+		if (PQstatus(conn) == CONNECTION_OK &&
+			(res = PQexec(conn, "SELECT pg_is_in_recovery()")) != NULL &&
+			PQresultStatus(res) == PGRES_TUPLES_OK && PQgetvalue(res, 0, 0)[0] == 'f')
+		{
+			PQclear(res);
+			return conn;
+		}
+		if (res)
+			PQclear(res);
+		if (dborch_now_ms() > deadline)
+			ereport(ERROR,
+					(errmsg("the restored PostgreSQL of deployment \"%s\" did not finish recovery",
+							inst->deployment_name),
+					 errdetail("%s", dborch_file_tail(psprintf("%s/postgresql.log", inst->directory), 800))));
+		PQfinish(conn);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 20, DBORCH_WAIT_EVENT);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/* The restored PostgreSQL's superuser gets this deployment's password. */
+static void
+postgres_credentials(Instance *inst, const char *password)
+{
+	PGconn	   *conn = connect_after_recovery(inst);
+	char	   *verifier = PQencryptPasswordConn(conn, password, "postgres", "scram-sha-256");
+	char	   *literal = verifier ? PQescapeLiteral(conn, verifier, strlen(verifier)) : NULL;
+	PGresult   *res = literal ? PQexec(conn, psprintf("ALTER ROLE postgres PASSWORD %s", literal)) : NULL;
+	bool		ok = res != NULL && PQresultStatus(res) == PGRES_COMMAND_OK;
+	char	   *error = pstrdup(PQerrorMessage(conn));
+
+	if (res)
+		PQclear(res);
+	if (literal)
+		PQfreemem(literal);
+	if (verifier)
+		PQfreemem(verifier);
+	PQfinish(conn);
+	if (!ok)
+		ereport(ERROR, (errmsg("could not set the password of the restored PostgreSQL: %s", error)));
+}
+
+/* Turn the append-only file on once the snapshot is loaded, and wait for it. */
+static void
+redis_enable_aof(Instance *inst, const char *password)
+{
+	struct timeval tv = {10, 0};
+	int64		deadline = dborch_now_ms() + dborch_start_timeout_ms;
+	redisContext *c;
+	redisReply *reply;
+
+	if (!dborch_path_exists(aof_pending_marker(inst)))
+		return;
+	c = redisConnectWithTimeout(inst->host, inst->port, tv);
+	if (c == NULL || c->err)
+		ereport(ERROR, (errmsg("could not connect to the restored redis: %s", c ? c->errstr : "out of memory")));
+	freeReplyObject(redisCommand(c, "AUTH %s", password));
+	reply = redisCommand(c, "CONFIG SET appendonly yes");
+	if (reply == NULL || reply->type == REDIS_REPLY_ERROR)
+		ereport(ERROR, (errmsg("could not turn on the append-only file of the restored redis")));
+	freeReplyObject(reply);
+	for (;;)
+	{
+		reply = redisCommand(c, "INFO persistence");
+		if (reply != NULL && reply->type == REDIS_REPLY_STRING &&
+			strstr(reply->str, "aof_enabled:1") && strstr(reply->str, "aof_rewrite_in_progress:0") &&
+			!strstr(reply->str, "aof_rewrite_scheduled:1"))
+		{
+			bool		ok = strstr(reply->str, "aof_last_bgrewrite_status:ok") != NULL;
+
+			freeReplyObject(reply);
+			if (!ok)
+				ereport(ERROR, (errmsg("the restored redis could not write its append-only file")));
+			break;
+		}
+		if (reply)
+			freeReplyObject(reply);
+		if (dborch_now_ms() > deadline)
+			ereport(ERROR, (errmsg("the restored redis did not finish writing its append-only file")));
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10, DBORCH_WAIT_EVENT);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	redisFree(c);
+	/* from now on redis.conf says appendonly yes again */
+	unlink(aof_pending_marker(inst));
+	engine_get(inst->engine)->configure_network(inst);
+}
+
+static void
+stage_credentials(JobContext *ctx)
+{
+	Instance   *inst = load_instance(ctx);
+	char	   *password = load_password(ctx);
+
+	if (strcmp(inst->engine, "postgres") == 0)
+		postgres_credentials(inst, password);
+	else
+		redis_enable_aof(inst, password);
+}
+
+static const JobStage restore_stages[] = {
+	{"quota_check", deploy_stage_quota_check},
+	{"node_selection", deploy_stage_node_selection},
+	{"prepare", deploy_stage_prepare},
+	{"restore_data", stage_restore_data},
+	{"network", deploy_stage_network},
+	{"security", deploy_stage_security},
+	{"start", deploy_stage_start},
+	{"register", deploy_stage_register},
+	{"credentials", stage_credentials},
+	{"health_validation", deploy_stage_health_validation},
+	{"finalize", deploy_stage_finalize},
+};
+
+const JobKind job_kind_restore = {
+	.name = "restore",
+	.stages = restore_stages,
+	.nstages = lengthof(restore_stages),
+	.undo = undo_deploy,
+};
+
+/* ---------------------------------------------------------------------
+ * In place
+ * ---------------------------------------------------------------------
+ */
+
+static void
+stage_stop(JobContext *ctx)
+{
+	Instance   *inst = load_instance(ctx);
+
+	engine_get(inst->engine)->stop(inst);
+	cat_set_instance_status(inst->id, "stopped", 0);
+}
+
+static void
+stage_in_place_finalize(JobContext *ctx)
+{
+	Instance   *inst = load_instance(ctx);
+
+	cat_set_instance_status(inst->id, "running", -1);
+	cat_set_deployment_status(ctx->deployment_id, "ready", "restoring", NULL);
+	cat_event(DBORCH_ACTOR, ctx->deployment_id, ctx->job_id, "restored",
+			  "restored in place", NULL);
+}
+
+static void
+undo_in_place(JobContext *ctx, const char *reason)
+{
+	cat_set_deployment_status(ctx->deployment_id, "failed", "restoring",
+							  psprintf("restore in place failed: %s", reason));
+}
+
+static const JobStage in_place_stages[] = {
+	{"stop", stage_stop},
+	{"restore_data", stage_restore_data},
+	{"network", deploy_stage_network},
+	{"security", deploy_stage_security},
+	{"start", deploy_stage_start},
+	{"register", deploy_stage_register},
+	{"credentials", stage_credentials},
+	{"health_validation", deploy_stage_health_validation},
+	{"finalize", stage_in_place_finalize},
+};
+
+const JobKind job_kind_restore_in_place = {
+	.name = "restore_in_place",
+	.stages = in_place_stages,
+	.nstages = lengthof(in_place_stages),
+	.undo = undo_in_place,
+};
