@@ -151,7 +151,7 @@ SELECT matches(:'out'::text, 'Connection refused', 'a client with the old connec
 SELECT is(:'out'::text, 'absent', 'the instance directory is gone');
 SELECT set_eq(format($$SELECT detail ->> 'stage' FROM dborch.events e JOIN dborch.jobs j ON j.id = e.job_id
                       WHERE j.deployment_id = %s AND j.kind = 'destroy' AND e.kind = 'stage'$$, :dep_id),
-              ARRAY['stop', 'remove_data', 'release', 'finalize'],
+              ARRAY['stop', 'remove_data', 'release', 'drop_backups', 'finalize'],
               'the destroy left an event for each of its stages');
 SELECT results_eq(format($$SELECT kind FROM dborch.events
                           WHERE deployment_id = %s AND kind IN ('destroy_requested', 'destroyed')
