@@ -154,8 +154,8 @@ postgres_configure_network(Instance *inst)
 
 /*
  * pg_hba.conf: the superuser over the private socket by peer authentication
- * (the control plane's own tools), everyone else with SCRAM on the listen
- * address only.
+ * (the control plane's own tools: pgBackRest, pg_basebackup), everyone else
+ * with SCRAM on the listen address only.
  */
 static void
 postgres_configure_security(Instance *inst, const char *password)
@@ -166,6 +166,7 @@ postgres_configure_security(Instance *inst, const char *password)
 	hba = psprintf("# Written by dborch for deployment %s; dborch overwrites changes here.\n"
 				   "# TYPE  DATABASE  USER      ADDRESS        METHOD\n"
 				   "local   all       postgres                 peer\n"
+				   "local   replication postgres               peer\n"
 				   "host    all       all       %s/%s  scram-sha-256\n",
 				   inst->deployment_name, inst->host, mask);
 	dborch_write_file(psprintf("%s/pg_hba.conf", data_dir(inst)), hba, 0600);

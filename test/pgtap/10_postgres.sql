@@ -80,7 +80,7 @@ SELECT is(:'out'::text, '127.0.0.1', 'listen_addresses is 127.0.0.1');
 \set out `ss -Htln | awk '{print $4}' | grep -E -- ':(:pg_port)$' | sort -u | tr '\n' ' '`
 SELECT is(:'out'::text, '127.0.0.1:' || :pg_port || ' ', 'the only socket listening on its port is 127.0.0.1');
 \set out `PGCONNECT_TIMEOUT=5 psql :'pg_uri' -XAtqc "SELECT string_agg(type || ' ' || array_to_string(database, ',') || ' ' || array_to_string(user_name, ',') || ' ' || coalesce(address || '/' || netmask, '-') || ' ' || auth_method, '; ' ORDER BY line_number) FROM pg_hba_file_rules" 2>&1`
-SELECT is(:'out'::text, 'local all postgres - peer; host all all 127.0.0.1/255.255.255.255 scram-sha-256',
+SELECT is(:'out'::text, 'local all postgres - peer; local replication postgres - peer; host all all 127.0.0.1/255.255.255.255 scram-sha-256',
           'pg_hba.conf: peer for postgres on the socket, scram-sha-256 from 127.0.0.1 only');
 \set out `PGCONNECT_TIMEOUT=5 psql :'pg_uri' -XAtqc 'SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL' 2>&1`
 SELECT is(:'out'::text, '0', 'pg_hba.conf has no invalid line');
