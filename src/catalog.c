@@ -518,15 +518,10 @@ cat_deployment_details(int64 id)
 						   1, cat_i64(id));
 }
 
-/* Live deployments whose TTL has passed, as a list of ids (int64 *). */
-List *
-cat_expired_deployments(void)
+/* The id column of a result as a list of int64 *. */
+static List *
+ids_from(CatResult *r)
 {
-	CatResult  *r = cat_query("SELECT id FROM dborch.deployments"
-							  " WHERE expires_at <= pg_catalog.now()"
-							  " AND status NOT IN ('destroying', 'destroyed')"
-							  " ORDER BY expires_at",
-							  0);
 	List	   *ids = NIL;
 	int			i;
 
@@ -538,6 +533,19 @@ cat_expired_deployments(void)
 		ids = lappend(ids, id);
 	}
 	return ids;
+}
+
+/* Live deployments whose TTL has passed, as a list of ids (int64 *). */
+List *
+cat_expired_deployments(void)
+{
+	CatResult  *r = cat_query("SELECT id FROM dborch.deployments"
+							  " WHERE expires_at <= pg_catalog.now()"
+							  " AND status NOT IN ('destroying', 'destroyed')"
+							  " ORDER BY expires_at",
+							  0);
+
+	return ids_from(r);
 }
 
 /* ---------------------------------------------------------------------
@@ -747,17 +755,8 @@ List *
 cat_running_jobs(void)
 {
 	CatResult  *r = cat_query("SELECT id FROM dborch.jobs WHERE state = 'running' ORDER BY id", 0);
-	List	   *ids = NIL;
-	int			i;
 
-	for (i = 0; i < r->nrows; i++)
-	{
-		int64	   *id = palloc(sizeof(int64));
-
-		*id = cat_int64(r, i, "id");
-		ids = lappend(ids, id);
-	}
-	return ids;
+	return ids_from(r);
 }
 
 /*

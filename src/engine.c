@@ -6,6 +6,9 @@
 
 #include <signal.h>
 
+#include "miscadmin.h"
+#include "storage/latch.h"
+
 #include "dborch.h"
 #include "engine.h"
 #include "spawn.h"
@@ -46,4 +49,39 @@ char *
 engine_uri_host(const char *host)
 {
 	return strchr(host, ':') ? psprintf("[%s]", host) : pstrdup(host);
+}
+
+/*
+ * Retry probe (a real client query with the generated credentials) every
+ * nap_ms until it succeeds; an error when the server exited (with the tail
+ * of log_file) or after timeout_ms.  server names the program in messages.
+ */
+void
+engine_wait_ready(Instance *inst, const char *password, int timeout_ms, int nap_ms,
+				  EngineReadyProbe probe, const char *server, const char *log_file)
+{
+	const EngineOps *engine = engine_get(inst->engine);
+	int64		deadline = dborch_now_ms() + timeout_ms;
+
+	for (;;)
+	{
+		char	   *failure = probe(inst, password, deadline);
+
+		if (failure == NULL)
+			return;
+		if (engine->running_pid(inst) == 0)
+			ereport(ERROR,
+					(errmsg("%s of deployment \"%s\" exited during startup",
+							server, inst->deployment_name),
+					 errdetail("%s", dborch_file_tail(psprintf("%s/%s", inst->directory, log_file), 800))));
+		if (dborch_now_ms() >= deadline)
+			ereport(ERROR,
+					(errmsg("%s of deployment \"%s\" did not answer within %d ms",
+							server, inst->deployment_name, timeout_ms),
+					 errdetail("Last error: %s", failure)));
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 nap_ms, DBORCH_WAIT_EVENT);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
 }

@@ -45,6 +45,13 @@ extern void engine_postgres_initdb(const char *datadir, const char *password, co
 /* Stop pid with signals first_signal, then SIGKILL; shared by the engines. */
 extern void engine_stop_process(pid_t pid, int first_signal, int grace_ms);
 
+/* One attempt of a readiness check: NULL on success, else the reason. */
+typedef char *(*EngineReadyProbe) (Instance *inst, const char *password, int64 deadline_ms);
+
+/* Retry a readiness probe until it succeeds, the server exits, or the timeout. */
+extern void engine_wait_ready(Instance *inst, const char *password, int timeout_ms, int nap_ms,
+							  EngineReadyProbe probe, const char *server, const char *log_file);
+
 /* host part of a URI: IPv6 addresses in brackets */
 extern char *engine_uri_host(const char *host);
 

@@ -373,29 +373,7 @@ done:
 static void
 postgres_check_ready(Instance *inst, const char *password, int timeout_ms)
 {
-	int64		deadline = dborch_now_ms() + timeout_ms;
-
-	for (;;)
-	{
-		char	   *failure = try_select_one(inst, password, deadline);
-
-		if (failure == NULL)
-			return;
-		if (postgres_running_pid(inst) == 0)
-			ereport(ERROR,
-					(errmsg("postgres of deployment \"%s\" exited during startup",
-							inst->deployment_name),
-					 errdetail("%s", dborch_file_tail(psprintf("%s/postgresql.log", inst->directory), 800))));
-		if (dborch_now_ms() >= deadline)
-			ereport(ERROR,
-					(errmsg("postgres of deployment \"%s\" did not answer SELECT 1 within %d ms",
-							inst->deployment_name, timeout_ms),
-					 errdetail("Last error: %s", failure)));
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 5, DBORCH_WAIT_EVENT);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-	}
+	engine_wait_ready(inst, password, timeout_ms, 5, try_select_one, "postgres", "postgresql.log");
 }
 
 /* Fast shutdown (SIGINT), then SIGKILL after a minute. */

@@ -160,29 +160,7 @@ try_ping(Instance *inst, const char *password, int64 deadline)
 static void
 redis_check_ready(Instance *inst, const char *password, int timeout_ms)
 {
-	int64		deadline = dborch_now_ms() + timeout_ms;
-
-	for (;;)
-	{
-		char	   *failure = try_ping(inst, password, deadline);
-
-		if (failure == NULL)
-			return;
-		if (redis_running_pid(inst) == 0)
-			ereport(ERROR,
-					(errmsg("redis-server of deployment \"%s\" exited during startup",
-							inst->deployment_name),
-					 errdetail("%s", dborch_file_tail(psprintf("%s/redis.log", inst->directory), 800))));
-		if (dborch_now_ms() >= deadline)
-			ereport(ERROR,
-					(errmsg("redis-server of deployment \"%s\" did not answer PING within %d ms",
-							inst->deployment_name, timeout_ms),
-					 errdetail("Last error: %s", failure)));
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 2, DBORCH_WAIT_EVENT);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-	}
+	engine_wait_ready(inst, password, timeout_ms, 2, try_ping, "redis-server", "redis.log");
 }
 
 /* SIGTERM: Redis flushes the append-only file and exits. */
