@@ -78,7 +78,8 @@ CREATE TABLE dborch.jobs (
 	id			bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
 	kind		text NOT NULL CHECK (kind IN ('deploy', 'destroy', 'warm_pool', 'recover',
 											  'stop', 'start', 'deliver_alerts', 'backup',
-											  'restore', 'restore_in_place', 'verify')),
+											  'restore', 'restore_in_place', 'verify', 'tenants',
+											  'tenant_usage', 'move_tenant')),
 	deployment_id bigint REFERENCES dborch.deployments (id),
 	owner		name NOT NULL,
 	args		jsonb NOT NULL DEFAULT '{}',
@@ -252,6 +253,35 @@ CREATE TABLE dborch.backup_retention (
 );
 COMMENT ON TABLE dborch.backup_retention IS 'backup_retention: how many full backups, and for how long, a deployment keeps';
 
+-- Tenants: isolated users of one deployment.  PostgreSQL: a schema owned by
+-- the NOLOGIN role "<name>$owner", used through the login role <name>.
+-- Redis: an ACL user limited to keys and channels "<name>:*".  Their
+-- passwords are secrets named tenant:<name>.
+CREATE TABLE dborch.tenants (
+	id			bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	deployment_id bigint NOT NULL REFERENCES dborch.deployments (id),
+	deployment	text NOT NULL,
+	name		text NOT NULL CHECK (name ~ '^[a-z][a-z0-9_]{0,39}$'),
+	owner		name NOT NULL,
+	engine		text NOT NULL,
+	quota		jsonb NOT NULL DEFAULT '{}',
+	key_prefix	text,
+	status		text NOT NULL DEFAULT 'pending'
+		CHECK (status IN ('pending', 'active', 'moving', 'dropping', 'dropped', 'failed')),
+	read_only	boolean NOT NULL DEFAULT false,
+	usage		jsonb NOT NULL DEFAULT '{}',
+	usage_at	timestamptz,
+	created_at	timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+	updated_at	timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+	last_error	text
+);
+-- One live tenant of a name per deployment.
+CREATE UNIQUE INDEX tenants_live_name ON dborch.tenants (deployment_id, name)
+	WHERE status <> 'dropped';
+CREATE INDEX tenants_pending ON dborch.tenants (deployment_id)
+	WHERE status IN ('pending', 'dropping');
+COMMENT ON TABLE dborch.tenants IS 'tenants: isolated users of a deployment, their quota, usage and status';
+
 -- Pre-initialized PostgreSQL data directories that make a deploy skip initdb.
 -- Holds the bootstrap password of each entry: superuser only.
 CREATE TABLE dborch.warm_pool (
@@ -279,6 +309,7 @@ SELECT pg_catalog.pg_extension_config_dump('dborch.alerts', '');
 SELECT pg_catalog.pg_extension_config_dump('dborch.backups', '');
 SELECT pg_catalog.pg_extension_config_dump('dborch.backup_schedules', '');
 SELECT pg_catalog.pg_extension_config_dump('dborch.backup_retention', '');
+SELECT pg_catalog.pg_extension_config_dump('dborch.tenants', '');
 
 ------------------------------------------------------------------------------
 -- Privileges and row-level security
@@ -291,7 +322,7 @@ SELECT pg_catalog.pg_extension_config_dump('dborch.backup_retention', '');
 REVOKE ALL ON ALL TABLES IN SCHEMA dborch FROM PUBLIC;
 GRANT SELECT ON dborch.deployments, dborch.instances, dborch.jobs, dborch.events,
 	dborch.secrets, dborch.quotas, dborch.probes, dborch.alerts, dborch.backups,
-	dborch.backup_schedules, dborch.backup_retention TO dborch_user, dborch_admin;
+	dborch.backup_schedules, dborch.backup_retention, dborch.tenants TO dborch_user, dborch_admin;
 GRANT INSERT, UPDATE, DELETE ON dborch.quotas TO dborch_admin;
 
 ALTER TABLE dborch.deployments ENABLE ROW LEVEL SECURITY;
@@ -305,6 +336,7 @@ ALTER TABLE dborch.alerts ENABLE ROW LEVEL SECURITY;
 ALTER TABLE dborch.backups ENABLE ROW LEVEL SECURITY;
 ALTER TABLE dborch.backup_schedules ENABLE ROW LEVEL SECURITY;
 ALTER TABLE dborch.backup_retention ENABLE ROW LEVEL SECURITY;
+ALTER TABLE dborch.tenants ENABLE ROW LEVEL SECURITY;
 
 CREATE POLICY own_rows ON dborch.deployments FOR SELECT TO dborch_user
 	USING (owner = current_user);
@@ -329,6 +361,10 @@ CREATE POLICY all_rows ON dborch.backup_schedules FOR SELECT TO dborch_admin
 	USING (true);
 CREATE POLICY visible_deployment ON dborch.backup_retention FOR SELECT TO dborch_user, dborch_admin
 	USING (deployment_id IN (SELECT d.id FROM dborch.deployments d));
+CREATE POLICY own_rows ON dborch.tenants FOR SELECT TO dborch_user
+	USING (owner = current_user);
+CREATE POLICY all_rows ON dborch.tenants FOR SELECT TO dborch_admin
+	USING (true);
 CREATE POLICY own_rows ON dborch.jobs FOR SELECT TO dborch_user
 	USING (owner = current_user);
 CREATE POLICY all_rows ON dborch.jobs FOR SELECT TO dborch_admin
@@ -583,6 +619,30 @@ AS 'MODULE_PATHNAME', 'dborch_unschedule_backups';
 COMMENT ON FUNCTION dborch.unschedule_backups(text, text) IS
 	'remove a deployment''s backup schedules (of one kind, or all); returns how many';
 
+CREATE FUNCTION dborch.create_tenant(deployment text, tenant text, quota jsonb DEFAULT '{}')
+RETURNS dborch.tenants
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'dborch_create_tenant';
+COMMENT ON FUNCTION dborch.create_tenant(text, text, jsonb) IS
+	'queue a tenant (PostgreSQL: a schema and its login role; Redis: an ACL user on a key prefix); idempotent';
+
+CREATE FUNCTION dborch.drop_tenant(deployment text, tenant text)
+RETURNS dborch.tenants
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'dborch_drop_tenant';
+COMMENT ON FUNCTION dborch.drop_tenant(text, text) IS
+	'queue the removal of a tenant: its role or ACL user and its data';
+
+CREATE FUNCTION dborch.move_tenant(tenant text, source text, target text)
+RETURNS dborch.jobs
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'dborch_move_tenant';
+COMMENT ON FUNCTION dborch.move_tenant(text, text, text) IS
+	'move a tenant and its data to another deployment of the same engine';
+
 -- Progress of running jobs, from the job workers' shared memory.
 CREATE FUNCTION dborch._job_progress(OUT job_id bigint, OUT bytes_done bigint, OUT bytes_total bigint)
 RETURNS SETOF record
@@ -603,9 +663,10 @@ CREATE VIEW dborch.progress WITH (security_invoker = true) AS
 	  FROM dborch.jobs j
 	  LEFT JOIN dborch.deployments d ON d.id = j.deployment_id
 	  LEFT JOIN dborch._job_progress() p ON p.job_id = j.id
-	 WHERE j.state = 'running' AND j.kind IN ('backup', 'restore', 'restore_in_place', 'verify');
+	 WHERE j.state = 'running'
+	   AND j.kind IN ('backup', 'restore', 'restore_in_place', 'verify', 'move_tenant');
 GRANT SELECT ON dborch.progress TO dborch_user, dborch_admin;
-COMMENT ON VIEW dborch.progress IS 'progress: running backups, restores and verifications';
+COMMENT ON VIEW dborch.progress IS 'progress: running backups, restores, verifications and tenant moves';
 
 -- Wakes the launcher and the prober when this transaction commits; the
 -- install script calls it, so they start work without waiting for a deploy.

@@ -38,6 +38,9 @@ extern char *api_text_arg(FunctionCallInfo fcinfo, int argno, const char *what);
  */
 extern Deployment *api_deployment(ApiCaller *caller, const char *name, bool include_destroyed);
 
+/* The URI of a tenant of a deployment (api_tenant.c). */
+extern char *api_tenant_connection_string(Deployment *d, Instance *inst, const char *tenant);
+
 /* 53400 unless the owner's quotas leave room for one more deployment. */
 extern void api_check_quota(const char *owner, int64 memory_bytes);
 

@@ -211,9 +211,9 @@ dborch_deployment(PG_FUNCTION_ARGS)
 }
 
 /*
- * dborch.connection_string(name, tenant, intent): a URI with credentials.
- * intent 'write' is the primary; 'read' is the primary too until replicas
- * exist.
+ * dborch.connection_string(name, tenant, intent): a URI with credentials,
+ * the tenant's when one is named.  intent 'write' is the primary; 'read' is
+ * the primary too until replicas exist.
  */
 Datum
 dborch_connection_string(PG_FUNCTION_ARGS)
@@ -237,10 +237,6 @@ dborch_connection_string(PG_FUNCTION_ARGS)
 
 	api_enter(&caller);
 	d = api_deployment(&caller, name, false);
-	if (tenant != NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("tenant \"%s\" does not exist in deployment \"%s\"", tenant, name)));
 	if (strcmp(d->status, "ready") != 0 && strcmp(d->status, "degraded") != 0 &&
 		strcmp(d->status, "down") != 0)
 		ereport(ERROR,
@@ -253,7 +249,8 @@ dborch_connection_string(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("deployment \"%s\" has no running instance", name)));
-	uri = engine_get(d->engine)->connection_string(inst, password);
+	uri = tenant ? api_tenant_connection_string(d, inst, tenant)
+		: engine_get(d->engine)->connection_string(inst, password);
 	api_leave(&caller);
 	PG_RETURN_TEXT_P(cstring_to_text(uri));
 }

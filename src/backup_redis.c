@@ -29,6 +29,7 @@
 
 #include "backup.h"
 #include "dborch.h"
+#include "engine.h"
 
 #define MAGIC			"DBORCHR1"
 #define MAGIC_LEN		8
@@ -43,25 +44,6 @@
  * Talking to the instance
  * ---------------------------------------------------------------------
  */
-
-static redisContext *
-redis_open(Instance *inst, const char *password)
-{
-	struct timeval tv = {10, 0};
-	redisContext *c = redisConnectWithTimeout(inst->host, inst->port, tv);
-	redisReply *reply;
-
-	if (c == NULL || c->err)
-		ereport(ERROR, (errmsg("could not connect to redis of deployment \"%s\": %s",
-							   inst->deployment_name, c ? c->errstr : "out of memory")));
-	redisSetTimeout(c, tv);
-	reply = redisCommand(c, "AUTH %s", password);
-	if (reply == NULL || reply->type == REDIS_REPLY_ERROR)
-		ereport(ERROR, (errmsg("could not authenticate to redis of deployment \"%s\"",
-							   inst->deployment_name)));
-	freeReplyObject(reply);
-	return c;
-}
 
 /* A command whose reply is a string (INFO) or status; NULL on error replies. */
 static char *
@@ -335,7 +317,7 @@ RedisSnapshot *
 redis_snapshot(Instance *inst, const char *password, const char *file, const char *passphrase)
 {
 	RedisSnapshot *snap = palloc0(sizeof(RedisSnapshot));
-	redisContext *c = redis_open(inst, password);
+	redisContext *c = engine_redis_connect(inst, password);
 	char	   *rdb = psprintf("%s/data/dump.rdb", inst->directory);
 	char	   *tmp = psprintf("%s.tmp", file);
 	unsigned char salt[SALT_LEN],

@@ -27,6 +27,8 @@
 
 #include "catalog.h"
 #include "dborch.h"
+#include "spec.h"
+#include "tenant.h"
 
 #define CAT_MAX_ARGS 12
 
@@ -1621,4 +1623,238 @@ cat_unschedule_backups(int64 deployment_id, const char *kind)
 							  2, cat_i64(deployment_id), kind);
 
 	return r->nrows;
+}
+
+/* ---------------------------------------------------------------------
+ * Tenants
+ * ---------------------------------------------------------------------
+ */
+
+#define TENANT_QUERY \
+	"SELECT t.id, t.deployment_id, t.deployment, t.name, t.owner, t.engine, t.status," \
+	" t.read_only, t.quota::text AS quota, s.value AS password," \
+	" (t.quota ->> 'max_connections')::bigint AS max_connections, t.quota ->> 'storage' AS storage," \
+	" (t.quota ->> 'max_keys')::bigint AS max_keys, t.quota ->> 'memory' AS memory" \
+	" FROM dborch.tenants t LEFT JOIN dborch.secrets s" \
+	"   ON s.deployment_id = t.deployment_id AND s.name = 'tenant:' || t.name"
+
+static Tenant *
+tenant_from(CatResult *r, int row)
+{
+	Tenant	   *t = palloc0(sizeof(Tenant));
+	const char *v;
+
+	t->id = cat_int64(r, row, "id");
+	t->deployment_id = cat_int64(r, row, "deployment_id");
+	t->deployment = cat_str(r, row, "deployment");
+	t->name = cat_str(r, row, "name");
+	t->owner = cat_str(r, row, "owner");
+	t->engine = cat_str(r, row, "engine");
+	t->status = cat_str(r, row, "status");
+	t->read_only = strcmp(cat_value(r, row, "read_only"), "t") == 0;
+	t->quota = cat_str(r, row, "quota");
+	t->password = cat_str(r, row, "password");
+	t->max_connections = (v = cat_value(r, row, "max_connections")) ? strtoi64(v, NULL, 10) : -1;
+	t->storage_bytes = (v = cat_value(r, row, "storage")) ? spec_parse_size("storage", v) : -1;
+	t->max_keys = (v = cat_value(r, row, "max_keys")) ? strtoi64(v, NULL, 10) : -1;
+	t->memory_bytes = (v = cat_value(r, row, "memory")) ? spec_parse_size("memory", v) : -1;
+	return t;
+}
+
+static List *
+tenants_from(CatResult *r)
+{
+	List	   *list = NIL;
+	int			i;
+
+	for (i = 0; i < r->nrows; i++)
+		list = lappend(list, tenant_from(r, i));
+	return list;
+}
+
+/* The tenant of this name in a deployment that is not dropped, or NULL. */
+Tenant *
+cat_live_tenant(int64 deployment_id, const char *name)
+{
+	CatResult  *r = cat_query(TENANT_QUERY " WHERE t.deployment_id = $1::bigint AND t.name = $2"
+							  " AND t.status <> 'dropped'",
+							  2, cat_i64(deployment_id), name);
+
+	return r->nrows ? tenant_from(r, 0) : NULL;
+}
+
+Tenant *
+cat_tenant(int64 id)
+{
+	CatResult  *r = cat_query(TENANT_QUERY " WHERE t.id = $1::bigint", 1, cat_i64(id));
+
+	return r->nrows ? tenant_from(r, 0) : NULL;
+}
+
+/* A deployment's tenants in a status, oldest first. */
+List *
+cat_tenants_in(int64 deployment_id, const char *status)
+{
+	return tenants_from(cat_query(TENANT_QUERY " WHERE t.deployment_id = $1::bigint"
+								  " AND t.status = $2 ORDER BY t.id",
+								  2, cat_i64(deployment_id), status));
+}
+
+Datum
+cat_tenant_row(int64 id)
+{
+	return cat_query_datum("SELECT t FROM dborch.tenants t WHERE t.id = $1::bigint", 1, cat_i64(id));
+}
+
+/*
+ * A pending tenant with its generated password (a secret), and a tenants
+ * job for its deployment unless one is queued already: a batch of
+ * create_tenant() calls is applied by one job.
+ */
+int64
+cat_insert_tenant(Deployment *d, const char *name, const char *quota)
+{
+	CatResult  *r;
+	int64		id;
+
+	r = cat_query("INSERT INTO dborch.tenants (deployment_id, deployment, name, owner, engine,"
+				  " quota, key_prefix)"
+				  " VALUES ($1::bigint, $2, $3, $4::name, $5, $6::jsonb,"
+				  "         CASE WHEN $5 = 'redis' THEN $3 || ':' END)"
+				  " RETURNING id",
+				  6, cat_i64(d->id), d->name, name, d->owner, d->engine, quota);
+	id = cat_int64(r, 0, "id");
+	cat_set_secret(d->id, psprintf("tenant:%s", name), dborch_random_password(32));
+	cat_queue_tenants_job(d);
+	return id;
+}
+
+/* Queue a tenants job for a deployment unless one is queued already. */
+void
+cat_queue_tenants_job(Deployment *d)
+{
+	CatResult  *r = cat_query("SELECT 1 FROM dborch.jobs WHERE deployment_id = $1::bigint"
+							  " AND kind = 'tenants' AND state = 'queued'",
+							  1, cat_i64(d->id));
+
+	if (r->nrows == 0)
+		cat_queue_job("tenants", d->id, d->owner, NULL);
+}
+
+void
+cat_tenant_set_status(int64 id, const char *status, const char *error)
+{
+	cat_query("UPDATE dborch.tenants SET status = $2, last_error = $3,"
+			  " updated_at = pg_catalog.clock_timestamp() WHERE id = $1::bigint",
+			  3, cat_i64(id), status, error);
+}
+
+/* A dropped tenant loses its secret; its row stays. */
+void
+cat_tenant_dropped(int64 id)
+{
+	cat_query("WITH t AS (UPDATE dborch.tenants SET status = 'dropped',"
+			  "   updated_at = pg_catalog.clock_timestamp()"
+			  "   WHERE id = $1::bigint RETURNING deployment_id, name)"
+			  " DELETE FROM dborch.secrets s USING t"
+			  " WHERE s.deployment_id = t.deployment_id AND s.name = 'tenant:' || t.name",
+			  1, cat_i64(id));
+}
+
+/* Deployments in service with active tenants that have a quota. */
+List *
+cat_tenant_usage_deployments(void)
+{
+	return ids_from(cat_query("SELECT DISTINCT d.id FROM dborch.deployments d"
+							  " JOIN dborch.tenants t ON t.deployment_id = d.id"
+							  " WHERE t.status = 'active' AND t.quota <> '{}'"
+							  " AND d.status IN ('ready', 'degraded') ORDER BY d.id",
+							  0));
+}
+
+void
+cat_tenant_record_usage(int64 id, const char *usage)
+{
+	cat_query("UPDATE dborch.tenants SET usage = $2::jsonb, usage_at = pg_catalog.clock_timestamp()"
+			  " WHERE id = $1::bigint",
+			  2, cat_i64(id), usage);
+}
+
+/*
+ * A tenant went over its quota (read-only) or back under it: the flag, an
+ * event, a NOTIFY on dborch_events and an alert (firing or resolved).
+ */
+void
+cat_tenant_quota_changed(int64 id, bool over, const char *reason)
+{
+	const char *kind = over ? "tenant_over_quota" : "tenant_within_quota";
+	CatResult  *r;
+
+	r = cat_query("UPDATE dborch.tenants SET read_only = $2::bool,"
+				  " updated_at = pg_catalog.clock_timestamp()"
+				  " WHERE id = $1::bigint RETURNING deployment_id, name",
+				  2, cat_i64(id), over ? "true" : "false");
+	cat_event(DBORCH_ACTOR, cat_int64(r, 0, "deployment_id"), 0, kind,
+			  over ? psprintf("tenant %s is over its quota and read-only: %s", cat_value(r, 0, "name"), reason)
+			  : psprintf("tenant %s is within its quota and writable again", cat_value(r, 0, "name")),
+			  psprintf("{\"tenant\": \"%s\"}", cat_value(r, 0, "name")));
+	cat_query("SELECT pg_catalog.pg_notify('dborch_events', pg_catalog.jsonb_build_object("
+			  "   'event', $2, 'deployment', t.deployment, 'tenant', t.name, 'usage', t.usage,"
+			  "   'quota', t.quota, 'at', pg_catalog.clock_timestamp())::text)"
+			  " FROM dborch.tenants t WHERE t.id = $1::bigint",
+			  2, cat_i64(id), kind);
+	cat_query("WITH t AS ("
+			  "   SELECT t.*, d.engine AS deployment_engine, d.environment,"
+			  "          pg_catalog.jsonb_build_object('alertname', 'DborchTenantOverQuota',"
+			  "            'deployment', t.deployment, 'tenant', t.name, 'engine', t.engine,"
+			  "            'environment', d.environment, 'severity', 'warning') AS labels,"
+			  "          CASE WHEN $2 = 'firing' THEN pg_catalog.clock_timestamp()"
+			  "               ELSE coalesce((SELECT a.starts_at FROM dborch.alerts a"
+			  "                              WHERE a.payload -> 'commonLabels' ->> 'tenant' = t.name"
+			  "                              AND a.deployment_id = t.deployment_id AND a.status = 'firing'"
+			  "                              ORDER BY a.id DESC LIMIT 1), pg_catalog.clock_timestamp())"
+			  "          END AS starts_at"
+			  "   FROM dborch.tenants t JOIN dborch.deployments d ON d.id = t.deployment_id"
+			  "   WHERE t.id = $1::bigint)"
+			  " INSERT INTO dborch.alerts (deployment_id, owner, status, starts_at, ends_at, payload)"
+			  " SELECT t.deployment_id, t.owner, $2, t.starts_at,"
+			  "   CASE WHEN $2 = 'resolved' THEN pg_catalog.clock_timestamp() END,"
+			  "   pg_catalog.jsonb_build_object('version', '4', 'status', $2, 'receiver', 'dborch',"
+			  "     'groupKey', 'dborch/' || t.deployment || '/' || t.name, 'truncatedAlerts', 0,"
+			  "     'groupLabels', pg_catalog.jsonb_build_object('alertname', 'DborchTenantOverQuota'),"
+			  "     'commonLabels', t.labels,"
+			  "     'commonAnnotations', pg_catalog.jsonb_build_object('summary',"
+			  "        'tenant ' || t.name || ' of deployment ' || t.deployment || ' is over its quota',"
+			  "        'description', $3),"
+			  "     'externalURL', '',"
+			  "     'alerts', pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object("
+			  "       'status', $2, 'labels', t.labels,"
+			  "       'annotations', pg_catalog.jsonb_build_object('summary',"
+			  "          'tenant ' || t.name || ' of deployment ' || t.deployment || ' is over its quota',"
+			  "          'description', $3),"
+			  "       'startsAt', pg_catalog.to_char(t.starts_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
+			  "       'endsAt', CASE WHEN $2 = 'resolved' THEN pg_catalog.to_char(pg_catalog.clock_timestamp()"
+			  "                   AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+			  "                 ELSE '0001-01-01T00:00:00Z' END,"
+			  "       'generatorURL', '', 'fingerprint', pg_catalog.left(pg_catalog.md5(t.labels::text), 16))))"
+			  " FROM t",
+			  3, cat_i64(id), over ? "firing" : "resolved", reason);
+	dborch_wake_launcher_at_commit();
+}
+
+/*
+ * The move of a tenant is done: its row, name of deployment and password
+ * secret switch to the target in one statement.
+ */
+void
+cat_tenant_switch(int64 id, int64 target_id)
+{
+	cat_query("WITH t AS (SELECT deployment_id AS old, name FROM dborch.tenants WHERE id = $1::bigint),"
+			  " s AS (UPDATE dborch.secrets s SET deployment_id = $2::bigint"
+			  "       FROM t WHERE s.deployment_id = t.old AND s.name = 'tenant:' || t.name)"
+			  " UPDATE dborch.tenants SET deployment_id = $2::bigint,"
+			  "   deployment = (SELECT name FROM dborch.deployments WHERE id = $2::bigint),"
+			  "   updated_at = pg_catalog.clock_timestamp()"
+			  " WHERE id = $1::bigint",
+			  2, cat_i64(id), cat_i64(target_id));
 }

@@ -208,4 +208,19 @@ extern bool cat_time_between(const char *time, const char *from, const char *to)
 extern Datum cat_schedule_backups(Deployment *d, const char *schedule, const char *kind, bool verify);
 extern int	cat_unschedule_backups(int64 deployment_id, const char *kind);
 
+/* tenants (Tenant is in tenant.h) */
+struct Tenant;
+extern struct Tenant *cat_live_tenant(int64 deployment_id, const char *name);
+extern struct Tenant *cat_tenant(int64 id);
+extern List *cat_tenants_in(int64 deployment_id, const char *status);
+extern Datum cat_tenant_row(int64 id);
+extern int64 cat_insert_tenant(Deployment *d, const char *name, const char *quota);
+extern void cat_queue_tenants_job(Deployment *d);
+extern void cat_tenant_set_status(int64 id, const char *status, const char *error);
+extern void cat_tenant_dropped(int64 id);
+extern List *cat_tenant_usage_deployments(void);
+extern void cat_tenant_record_usage(int64 id, const char *usage);
+extern void cat_tenant_quota_changed(int64 id, bool over, const char *reason);
+extern void cat_tenant_switch(int64 id, int64 target_id);
+
 #endif							/* DBORCH_CATALOG_H */

@@ -58,6 +58,7 @@ int			dborch_probe_interval_ms = 1000;
 int			dborch_probe_timeout_ms = 1000;
 char	   *dborch_redis_server_path = NULL;
 int			dborch_start_timeout_ms = 60000;
+int			dborch_tenant_usage_interval_ms = 10000;
 int			dborch_warm_pool_size = 2;
 
 DborchShared *dborch_shared = NULL;
@@ -231,6 +232,12 @@ define_gucs(void)
 							"How long a new instance may take to accept connections.",
 							NULL,
 							&dborch_start_timeout_ms, 60000, 1000, 3600000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("dborch.tenant_usage_interval",
+							"Time between two measurements of tenants' usage against their quotas.",
+							NULL,
+							&dborch_tenant_usage_interval_ms, 10000, 1000, 86400000,
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("dborch.warm_pool_size",

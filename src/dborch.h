@@ -52,6 +52,7 @@ extern int	dborch_probe_interval_ms;
 extern int	dborch_probe_timeout_ms;
 extern char *dborch_redis_server_path;
 extern int	dborch_start_timeout_ms;
+extern int	dborch_tenant_usage_interval_ms;
 extern int	dborch_warm_pool_size;
 
 /*

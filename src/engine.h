@@ -39,6 +39,10 @@ extern const EngineOps engine_redis;
 /* The engine called name, or NULL. */
 extern const EngineOps *engine_get(const char *name);
 
+/* A blocking, authenticated hiredis connection to a Redis instance. */
+struct redisContext;
+extern struct redisContext *engine_redis_connect(Instance *inst, const char *password);
+
 /* initdb of a data directory with the bootstrap superuser password. */
 extern void engine_postgres_initdb(const char *datadir, const char *password, const char *log_path);
 

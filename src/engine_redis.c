@@ -5,7 +5,7 @@
  *
  * Layout of an instance directory (mode 0700):
  *		redis.conf			port, bind address, memory, persistence (0600)
- *		security.conf		requirepass, included by redis.conf (0600)
+ *		users.acl			the default user and tenants' users (0600)
  *		data/				dump.rdb and the append-only files
  *		redis.pid, redis.log
  */
@@ -15,7 +15,9 @@
 #include <sys/time.h>
 
 #include <hiredis/hiredis.h>
+#include <openssl/evp.h>
 
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "storage/fd.h"
 #include "storage/latch.h"
@@ -50,7 +52,7 @@ redis_configure_network(Instance *inst)
 					"appendfsync everysec\n"
 					"maxmemory " INT64_FORMAT "\n"
 					"maxmemory-policy noeviction\n"
-					"include %s/security.conf\n",
+					"aclfile %s/users.acl\n",
 					inst->deployment_name, inst->host, inst->port, inst->directory,
 					inst->directory,
 					/* a restored snapshot loads only with appendonly off (job_restore.c) */
@@ -59,12 +61,32 @@ redis_configure_network(Instance *inst)
 	dborch_write_file(psprintf("%s/redis.conf", inst->directory), conf, 0600);
 }
 
-/* The default user's password; the file is 0600 and never logged. */
+/*
+ * users.acl (0600): the default user with the generated password, stored as
+ * its SHA-256 (Redis' own format); tenants' users, added later with ACL
+ * SETUSER and ACL SAVE, are kept when this runs again.
+ */
 static void
 redis_configure_security(Instance *inst, const char *password)
 {
-	dborch_write_file(psprintf("%s/security.conf", inst->directory),
-					  psprintf("requirepass %s\n", password), 0600);
+	char	   *path = psprintf("%s/users.acl", inst->directory);
+	char	   *old = dborch_read_file(path, true);
+	unsigned char digest[EVP_MAX_MD_SIZE];
+	unsigned int len;
+	StringInfoData acl;
+	char	   *line;
+
+	if (EVP_Digest(password, strlen(password), digest, &len, EVP_sha256(), NULL) != 1)
+		ereport(ERROR, (errmsg("could not hash the password")));
+	initStringInfo(&acl);
+	appendStringInfoString(&acl, "user default on #");
+	for (unsigned int i = 0; i < len; i++)
+		appendStringInfo(&acl, "%02x", digest[i]);
+	appendStringInfoString(&acl, " ~* &* +@all\n");
+	for (line = old ? strtok(old, "\n") : NULL; line != NULL; line = strtok(NULL, "\n"))
+		if (strncmp(line, "user default ", 13) != 0)
+			appendStringInfo(&acl, "%s\n", line);
+	dborch_write_file(path, acl.data, 0600);
 }
 
 static pid_t
@@ -161,6 +183,31 @@ static void
 redis_check_ready(Instance *inst, const char *password, int timeout_ms)
 {
 	engine_wait_ready(inst, password, timeout_ms, 2, try_ping, "redis-server", "redis.log");
+}
+
+/* A blocking connection as the default user, for jobs (backups, tenants). */
+redisContext *
+engine_redis_connect(Instance *inst, const char *password)
+{
+	struct timeval tv = {10, 0};
+	redisContext *c = redisConnectWithTimeout(inst->host, inst->port, tv);
+	redisReply *reply;
+
+	if (c == NULL || c->err)
+		ereport(ERROR, (errmsg("could not connect to redis of deployment \"%s\": %s",
+							   inst->deployment_name, c ? c->errstr : "out of memory")));
+	redisSetTimeout(c, tv);
+	reply = redisCommand(c, "AUTH %s", password);
+	if (reply == NULL || reply->type == REDIS_REPLY_ERROR)
+	{
+		if (reply)
+			freeReplyObject(reply);
+		redisFree(c);
+		ereport(ERROR, (errmsg("could not authenticate to redis of deployment \"%s\"",
+							   inst->deployment_name)));
+	}
+	freeReplyObject(reply);
+	return c;
 }
 
 /* SIGTERM: Redis flushes the append-only file and exits. */

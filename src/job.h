@@ -55,6 +55,9 @@ extern const JobKind job_kind_backup;
 extern const JobKind job_kind_verify;
 extern const JobKind job_kind_restore;
 extern const JobKind job_kind_restore_in_place;
+extern const JobKind job_kind_tenants;
+extern const JobKind job_kind_tenant_usage;
+extern const JobKind job_kind_move_tenant;
 
 /* job_deploy.c and job_destroy.c share the teardown of instances */
 extern void job_remove_instances(int64 deployment_id);

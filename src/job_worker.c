@@ -39,7 +39,8 @@
 static const JobKind *const job_kinds[] = {
 	&job_kind_deploy, &job_kind_destroy, &job_kind_warm_pool, &job_kind_recover,
 	&job_kind_stop, &job_kind_start, &job_kind_deliver_alerts, &job_kind_backup,
-	&job_kind_verify, &job_kind_restore, &job_kind_restore_in_place
+	&job_kind_verify, &job_kind_restore, &job_kind_restore_in_place, &job_kind_tenants,
+	&job_kind_tenant_usage, &job_kind_move_tenant
 };
 
 /* Errors that another attempt cannot fix. */

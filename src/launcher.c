@@ -335,6 +335,27 @@ deliver_due_alerts(void)
 		cat_queue_job("deliver_alerts", 0, GetUserNameFromId(GetUserId(), false), NULL);
 }
 
+/*
+ * Queue a tenant usage measurement when one is due and none is queued or
+ * running; returns the milliseconds until the next one, -1 if no tenant
+ * has a quota.
+ */
+static int64
+measure_tenants(void)
+{
+	static int64 next_measure = 0;
+
+	if (cat_tenant_usage_deployments() == NIL)
+		return -1;
+	if (dborch_now_ms() >= next_measure)
+	{
+		if (cat_unfinished_kind("tenant_usage") == 0)
+			cat_queue_job("tenant_usage", 0, GetUserNameFromId(GetUserId(), false), NULL);
+		next_measure = dborch_now_ms() + dborch_tenant_usage_interval_ms;
+	}
+	return Max(next_measure - dborch_now_ms(), 0);
+}
+
 /* Claim due jobs for the free worker capacity and hand them to workers. */
 static void
 start_due_jobs(void)
@@ -377,6 +398,7 @@ launcher_round(bool first_round, int64 *next_orphan_check)
 	static int64 next_retention = 0;
 	int64		due;
 	int64		alerts_due;
+	int64		tenants_due;
 	bool		foreign_jobs;
 
 	cat_begin();
@@ -403,6 +425,7 @@ launcher_round(bool first_round, int64 *next_orphan_check)
 	expire_deployments();
 	refill_warm_pool();
 	deliver_due_alerts();
+	tenants_due = measure_tenants();
 	if (dborch_now_ms() >= next_retention)
 	{
 		cat_expire_probes();
@@ -414,6 +437,8 @@ launcher_round(bool first_round, int64 *next_orphan_check)
 
 	if (alerts_due >= 0)
 		due = (due < 0) ? alerts_due : Min(due, alerts_due);
+	if (tenants_due >= 0)
+		due = (due < 0) ? tenants_due : Min(due, tenants_due);
 	due = (due < 0) ? Max(next_retention - dborch_now_ms(), 0)
 		: Min(due, Max(next_retention - dborch_now_ms(), 0));
 

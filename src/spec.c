@@ -54,9 +54,12 @@ option_text(const char *option, JsonbValue *v, bool numbers_ok)
 	return NULL;				/* keep compiler quiet */
 }
 
-/* "128MB", "1 GB", "512kB" (unit case-insensitive) to bytes. */
-static int64
-parse_memory(const char *text)
+/*
+ * "128MB", "1 GB", "512kB" (unit case-insensitive) to bytes; errors name
+ * the option.
+ */
+int64
+spec_parse_size(const char *option, const char *text)
 {
 	static const struct
 	{
@@ -77,12 +80,12 @@ parse_memory(const char *text)
 	while (isspace((unsigned char) *p))
 		p++;
 	if (!isdigit((unsigned char) *p))
-		option_error("memory", quote_literal_cstr(text), "A memory size is a whole number with a unit.",
+		option_error(option, quote_literal_cstr(text), "A memory size is a whole number with a unit.",
 					 "Write it like \"128MB\" or \"1GB\".");
 	errno = 0;
 	n = strtoull(p, &end, 10);
 	if (errno == ERANGE)
-		option_error("memory", quote_literal_cstr(text), "The number is too large.", NULL);
+		option_error(option, quote_literal_cstr(text), "The number is too large.", NULL);
 	while (isspace((unsigned char) *end))
 		end++;
 	unit = end;
@@ -91,7 +94,7 @@ parse_memory(const char *text)
 	while (isspace((unsigned char) *end))
 		end++;
 	if (*end != '\0')
-		option_error("memory", quote_literal_cstr(text), "Unexpected text after the unit.", NULL);
+		option_error(option, quote_literal_cstr(text), "Unexpected text after the unit.", NULL);
 	for (i = 0; i < lengthof(units); i++)
 	{
 		size_t		len = strlen(units[i].unit);
@@ -100,18 +103,18 @@ parse_memory(const char *text)
 			(unit[len] == '\0' || isspace((unsigned char) unit[len])))
 		{
 			if (n > (uint64) (PG_INT64_MAX / units[i].bytes))
-				option_error("memory", quote_literal_cstr(text), "The size is too large.", NULL);
+				option_error(option, quote_literal_cstr(text), "The size is too large.", NULL);
 			return (int64) n * units[i].bytes;
 		}
 	}
-	option_error("memory", quote_literal_cstr(text), "A memory size needs a unit: kB, MB, GB or TB.",
+	option_error(option, quote_literal_cstr(text), "A memory size needs a unit: kB, MB, GB or TB.",
 				 "Write it like \"128MB\" or \"1GB\".");
 	return 0;					/* keep compiler quiet */
 }
 
 /* Bytes as the largest whole unit: 134217728 is "128MB". */
-static char *
-format_memory(int64 bytes)
+char *
+spec_format_size(int64 bytes)
 {
 	static const char *const units[] = {"TB", "GB", "MB"};
 	int64		size = INT64CONST(1024) * 1024 * 1024 * 1024;
@@ -235,7 +238,7 @@ spec_parse(const EngineOps *engine, Jsonb *options, DeploySpec *spec)
 			else if (strcmp(key, "memory") == 0)
 			{
 				memory_text = option_text(key, &v, false);
-				spec->memory_bytes = parse_memory(memory_text);
+				spec->memory_bytes = spec_parse_size("memory", memory_text);
 			}
 			else if (strcmp(key, "environment") == 0)
 			{
@@ -259,7 +262,7 @@ spec_parse(const EngineOps *engine, Jsonb *options, DeploySpec *spec)
 	if (spec->memory_bytes < engine->min_memory || spec->memory_bytes > MAX_MEMORY)
 		option_error("memory", quote_literal_cstr(memory_text ? memory_text : ""),
 					 psprintf("A %s deployment needs between %s and %s.", engine->name,
-							  format_memory(engine->min_memory), format_memory(MAX_MEMORY)),
+							  spec_format_size(engine->min_memory), spec_format_size(MAX_MEMORY)),
 					 NULL);
 	/* whole kilobytes, so the normalized text is exact */
 	spec->memory_bytes -= spec->memory_bytes % 1024;
@@ -267,7 +270,7 @@ spec_parse(const EngineOps *engine, Jsonb *options, DeploySpec *spec)
 	initStringInfo(&buf);
 	appendStringInfoChar(&buf, '{');
 	append_member(&buf, "version", spec->version);
-	append_member(&buf, "memory", format_memory(spec->memory_bytes));
+	append_member(&buf, "memory", spec_format_size(spec->memory_bytes));
 	append_member(&buf, "environment", spec->environment);
 	if (spec->ttl)
 		append_member(&buf, "ttl", spec->ttl);

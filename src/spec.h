@@ -5,6 +5,7 @@
 #ifndef DBORCH_SPEC_H
 #define DBORCH_SPEC_H
 
+#include "datatype/timestamp.h"
 #include "utils/jsonb.h"
 
 #include "engine.h"
@@ -23,6 +24,10 @@ typedef struct DeploySpec
  * normalized values and defaults; errors with SQLSTATE 22023.
  */
 extern void spec_parse(const EngineOps *engine, Jsonb *options, DeploySpec *spec);
+
+/* A size with a unit ("50MB") in bytes, and back; errors name the option. */
+extern int64 spec_parse_size(const char *option, const char *text);
+extern char *spec_format_size(int64 bytes);
 
 /* Milliseconds of a non-negative interval argument (22023 otherwise). */
 extern int64 spec_interval_ms(Interval *interval, const char *what);

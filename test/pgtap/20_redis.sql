@@ -86,11 +86,11 @@ SELECT is(:'out'::text, 'yes', 'protected-mode is yes');
 SELECT is(:'out'::text, '127.0.0.1:' || :r_port || ' ', 'the only socket listening on its port is 127.0.0.1');
 \set out `stat -c %a :'r_dir'`
 SELECT is(:'out'::text, '700', 'the instance directory is mode 0700');
-\set out `cd :'r_dir' && stat -c '%n %a %U' data redis.conf security.conf | tr '\n' ' '`
-SELECT is(:'out'::text, 'data 700 postgres redis.conf 600 postgres security.conf 600 postgres ',
-          'data/ is 0700, redis.conf and security.conf 0600, owned by postgres');
+\set out `cd :'r_dir' && stat -c '%n %a %U' data redis.conf users.acl | tr '\n' ' '`
+SELECT is(:'out'::text, 'data 700 postgres redis.conf 600 postgres users.acl 600 postgres ',
+          'data/ is 0700, redis.conf and users.acl 0600, owned by postgres');
 \set out `grep -rlF -- :'pw' :'r_dir' 2>&1 | tr '\n' ' '`
-SELECT is(:'out'::text, :'r_dir' || '/security.conf ', 'only security.conf holds the password');
+SELECT is(:'out'::text, '', 'no file holds the password (users.acl holds its SHA-256)');
 \setenv TAP_PW :pw
 \set out `ps -eo args= | awk 'index($0, ENVIRON["TAP_PW"]) > 0 { n++ } END { print n + 0 }'`
 \setenv TAP_PW

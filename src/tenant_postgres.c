@@ -1,0 +1,299 @@
+/*
+ * tenant_postgres.c
+ *		Tenants of PostgreSQL deployments (see tenant.h for the roles and
+ *		the schema).  dborch talks to the instance as its superuser over the
+ *		instance's private socket (peer authentication); tenant passwords
+ *		reach the server only as SCRAM verifiers computed here.
+ */
+#include "postgres.h"
+
+#include "lib/stringinfo.h"
+#include "libpq-fe.h"
+#include "nodes/pg_list.h"
+#include "utils/builtins.h"
+
+#include "dborch.h"
+#include "engine.h"
+#include "spawn.h"
+#include "tenant.h"
+
+static PGconn *
+admin_connect(Instance *inst)
+{
+	PGconn	   *conn = PQconnectdb(psprintf("host=%s/run port=%d user=postgres dbname=postgres "
+											"application_name=dborch connect_timeout=10",
+											inst->directory, inst->port));
+
+	if (PQstatus(conn) != CONNECTION_OK)
+	{
+		char	   *error = pstrdup(PQerrorMessage(conn));
+
+		PQfinish(conn);
+		ereport(ERROR, (errmsg("could not connect to deployment \"%s\": %s",
+							   inst->deployment_name, error)));
+	}
+	return conn;
+}
+
+/* Run SQL (one or more statements); an error with the server's message. */
+static void
+admin_exec(PGconn *conn, const char *sql)
+{
+	PGresult   *res = PQexec(conn, sql);
+	ExecStatusType st = PQresultStatus(res);
+
+	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+	{
+		char	   *error = pstrdup(PQresultErrorMessage(res));
+
+		PQclear(res);
+		PQfinish(conn);
+		ereport(ERROR, (errmsg("tenant statement failed: %s", error)));
+	}
+	PQclear(res);
+}
+
+/* One row, one column of a query with one text parameter. */
+static char *
+admin_value(PGconn *conn, const char *sql, const char *param)
+{
+	PGresult   *res = PQexecParams(conn, sql, param ? 1 : 0, NULL, param ? &param : NULL,
+								   NULL, NULL, 0);
+	char	   *value;
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+	{
+		char	   *error = pstrdup(PQresultErrorMessage(res));
+
+		PQclear(res);
+		PQfinish(conn);
+		ereport(ERROR, (errmsg("tenant query failed: %s", error)));
+	}
+	value = PQgetisnull(res, 0, 0) ? NULL : pstrdup(PQgetvalue(res, 0, 0));
+	PQclear(res);
+	return value;
+}
+
+static char *
+owner_role(const char *name)
+{
+	return pstrdup(quote_identifier(psprintf("%s$owner", name)));
+}
+
+static bool
+role_exists(PGconn *conn, const char *role)
+{
+	return strcmp(admin_value(conn, "SELECT count(*) FROM pg_roles WHERE rolname = $1", role), "1") == 0;
+}
+
+/*
+ * Create (or bring back to their definition) the roles and schemas of
+ * tenants, in one transaction.  Also, once per deployment: PUBLIC loses its
+ * rights on schema public and on temporary tables.
+ */
+void
+tenant_pg_create(Instance *inst, List *tenants)
+{
+	PGconn	   *conn = admin_connect(inst);
+	StringInfoData sql;
+	ListCell   *lc;
+
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, "BEGIN;\n"
+						   "REVOKE ALL ON SCHEMA public FROM PUBLIC;\n"
+						   "REVOKE TEMPORARY ON DATABASE postgres FROM PUBLIC;\n");
+	foreach(lc, tenants)
+	{
+		Tenant	   *t = lfirst(lc);
+		const char *login = quote_identifier(t->name);
+		char	   *verifier = PQencryptPasswordConn(conn, t->password, t->name, "scram-sha-256");
+		char	   *literal;
+
+		if (verifier == NULL)
+			ereport(ERROR, (errmsg("could not compute a SCRAM verifier")));
+		literal = PQescapeLiteral(conn, verifier, strlen(verifier));
+		if (!role_exists(conn, psprintf("%s$owner", t->name)))
+			appendStringInfo(&sql, "CREATE ROLE %s NOLOGIN;\n", owner_role(t->name));
+		appendStringInfo(&sql, "%s ROLE %s LOGIN NOINHERIT NOCREATEDB NOCREATEROLE PASSWORD %s"
+						 " CONNECTION LIMIT " INT64_FORMAT ";\n",
+						 role_exists(conn, t->name) ? "ALTER" : "CREATE", login, literal,
+						 t->max_connections > 0 ? t->max_connections : -1);
+		appendStringInfo(&sql,
+						 "GRANT %s TO %s;\n"
+						 "ALTER ROLE %s SET role = %s;\n"
+						 "ALTER ROLE %s SET search_path = %s;\n"
+						 "CREATE SCHEMA IF NOT EXISTS %s AUTHORIZATION %s;\n",
+						 owner_role(t->name), login,
+						 login, quote_literal_cstr(psprintf("%s$owner", t->name)),
+						 login, login, login, owner_role(t->name));
+		PQfreemem(literal);
+		PQfreemem(verifier);
+	}
+	appendStringInfoString(&sql, "COMMIT;\n");
+	admin_exec(conn, sql.data);
+	PQfinish(conn);
+}
+
+/* Roles, schema and data of a tenant go; its sessions end first. */
+void
+tenant_pg_drop(Instance *inst, const char *name)
+{
+	PGconn	   *conn = admin_connect(inst);
+	const char *login = quote_identifier(name);
+
+	admin_value(conn, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = $1",
+				name);
+	admin_exec(conn, psprintf("DROP SCHEMA IF EXISTS %s CASCADE", login));
+	if (role_exists(conn, name))
+		admin_exec(conn, psprintf("DROP OWNED BY %s; DROP ROLE %s", login, login));
+	if (role_exists(conn, psprintf("%s$owner", name)))
+		admin_exec(conn, psprintf("DROP OWNED BY %s; DROP ROLE %s", owner_role(name), owner_role(name)));
+	PQfinish(conn);
+}
+
+/*
+ * Read-only: the login role leaves the owner role and keeps SELECT, DELETE
+ * and TRUNCATE (deleting brings usage down); writable: the other way round.
+ * Either way its sessions end, so the next ones start with the new rights.
+ */
+void
+tenant_pg_set_read_only(Instance *inst, const char *name, bool read_only)
+{
+	PGconn	   *conn = admin_connect(inst);
+	const char *login = quote_identifier(name);
+	const char *owner = owner_role(name);
+
+	if (read_only)
+		admin_exec(conn, psprintf("BEGIN;\n"
+								  "REVOKE %s FROM %s;\n"
+								  "ALTER ROLE %s RESET role;\n"
+								  "GRANT USAGE ON SCHEMA %s TO %s;\n"
+								  "GRANT SELECT, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA %s TO %s;\n"
+								  "GRANT SELECT ON ALL SEQUENCES IN SCHEMA %s TO %s;\n"
+								  "COMMIT;",
+								  owner, login, login, login, login, login, login, login, login));
+	else
+		admin_exec(conn, psprintf("BEGIN;\n"
+								  "REVOKE ALL ON ALL TABLES IN SCHEMA %s FROM %s;\n"
+								  "REVOKE ALL ON ALL SEQUENCES IN SCHEMA %s FROM %s;\n"
+								  "REVOKE ALL ON SCHEMA %s FROM %s;\n"
+								  "GRANT %s TO %s;\n"
+								  "ALTER ROLE %s SET role = %s;\n"
+								  "COMMIT;",
+								  login, login, login, login, login, login, owner, login, login,
+								  quote_literal_cstr(psprintf("%s$owner", name))));
+	admin_value(conn, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = $1",
+				name);
+	PQfinish(conn);
+}
+
+/*
+ * Connections and storage (relation sizes, with indexes and TOAST) of each
+ * tenant.  A read-only tenant's tables are vacuumed first, so rows it
+ * deleted to get back under its quota count as freed.
+ */
+void
+tenant_pg_usage(Instance *inst, List *tenants, TenantUsage *usage)
+{
+	PGconn	   *conn = admin_connect(inst);
+	ListCell   *lc;
+	int			i = 0;
+
+	foreach(lc, tenants)
+	{
+		Tenant	   *t = lfirst(lc);
+		PGresult   *res;
+		const char *param = t->name;
+
+		if (t->read_only)
+		{
+			res = PQexecParams(conn, "SELECT format('VACUUM %I.%I', n.nspname, c.relname)"
+							   " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+							   " WHERE n.nspname = $1 AND c.relkind IN ('r', 'm')",
+							   1, NULL, &param, NULL, NULL, 0);
+			for (int r = 0; PQresultStatus(res) == PGRES_TUPLES_OK && r < PQntuples(res); r++)
+				PQclear(PQexec(conn, PQgetvalue(res, r, 0)));
+			PQclear(res);
+		}
+		res = PQexecParams(conn,
+						   "SELECT (SELECT count(*) FROM pg_stat_activity WHERE usename = $1),"
+						   " (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)"
+						   "  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+						   "  WHERE n.nspname = $1 AND c.relkind IN ('r', 'm'))",
+						   1, NULL, &param, NULL, NULL, 0);
+		usage[i].keys = usage[i].memory_bytes = -1;
+		usage[i].connections = usage[i].storage_bytes = -1;
+		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+		{
+			usage[i].connections = strtoi64(PQgetvalue(res, 0, 0), NULL, 10);
+			usage[i].storage_bytes = strtoi64(PQgetvalue(res, 0, 1), NULL, 10);
+		}
+		PQclear(res);
+		i++;
+	}
+	PQfinish(conn);
+}
+
+/*
+ * Copy a tenant's schema from source to target: pg_dump --schema into a
+ * file, pg_restore as the tenant's owner role (which may create the schema
+ * for the time of the restore).  The roles exist on the target already.
+ */
+void
+tenant_pg_copy(Instance *source, Instance *target, const char *name, const char *dir)
+{
+	const char *pg_dump = dborch_bindir_program("", "pg_dump");
+	const char *pg_restore = dborch_bindir_program("", "pg_restore");
+	char	   *dump = psprintf("%s/%s.dump", dir, name);
+	char	   *log = psprintf("%s/%s.log", dir, name);
+	const char *dump_argv[] = {pg_dump, "-h", psprintf("%s/run", source->directory),
+		"-p", psprintf("%d", source->port), "-U", "postgres", "-d", "postgres",
+	"-Fc", "-Z", "1", psprintf("--schema=%s", name), "-f", dump, NULL};
+	const char *restore_argv[] = {pg_restore, "-h", psprintf("%s/run", target->directory),
+		"-p", psprintf("%d", target->port), "-U", "postgres", "-d", "postgres",
+		"--no-owner", "--no-privileges", psprintf("--role=%s$owner", name),
+	"--exit-on-error", "--single-transaction", dump, NULL};
+	PGconn	   *conn;
+
+	dborch_mkdir(dir, 0700);
+	if (spawn_run(dump_argv, log, 24 * 3600 * 1000) != 0)
+		ereport(ERROR, (errmsg("pg_dump of tenant \"%s\" failed", name),
+						errdetail("%s", dborch_file_tail(log, 800))));
+
+	conn = admin_connect(target);
+	admin_exec(conn, psprintf("DROP SCHEMA IF EXISTS %s CASCADE;"
+							  " GRANT CREATE ON DATABASE postgres TO %s",
+							  quote_identifier(name), owner_role(name)));
+	PQfinish(conn);
+	if (spawn_run(restore_argv, log, 24 * 3600 * 1000) != 0)
+		ereport(ERROR, (errmsg("pg_restore of tenant \"%s\" failed", name),
+						errdetail("%s", dborch_file_tail(log, 800))));
+	conn = admin_connect(target);
+	admin_exec(conn, psprintf("REVOKE CREATE ON DATABASE postgres FROM %s", owner_role(name)));
+	PQfinish(conn);
+	unlink(dump);
+}
+
+/*
+ * Row count and an order-independent checksum (sum of a 64-bit hash of
+ * every row's text) of each table of the tenant's schema, as one string.
+ */
+char *
+tenant_pg_fingerprint(Instance *inst, const char *name)
+{
+	PGconn	   *conn = admin_connect(inst);
+	char	   *fingerprint;
+
+	fingerprint = admin_value(conn,
+							  "SELECT coalesce(string_agg(c.relname || '=' ||"
+							  "   (xpath('/row/n/text()', x))[1]::text || '/' ||"
+							  "   coalesce((xpath('/row/h/text()', x))[1]::text, '0'), ',' ORDER BY c.relname), '')"
+							  " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace,"
+							  " LATERAL query_to_xml(format('SELECT count(*) AS n,"
+							  "   sum(hashtextextended(t::text, 0)::numeric) AS h FROM %I.%I t',"
+							  "   n.nspname, c.relname), false, true, '') x"
+							  " WHERE n.nspname = $1 AND c.relkind = 'r'",
+							  name);
+	PQfinish(conn);
+	return fingerprint ? fingerprint : pstrdup("");
+}
