@@ -13,8 +13,8 @@ PACKAGES=(
 	postgresql-15 postgresql-server-dev-15 postgresql-15-cron postgresql-15-pgtap pgtap
 	libtap-parser-sourcehandler-pgtap-perl libipc-run-perl
 	libhiredis-dev libcurl4-openssl-dev libzstd-dev libssl-dev
-	redis-server redis-tools pgbackrest
-	make gcc procps iproute2 ca-certificates
+	redis-server redis-tools pgbackrest prometheus-postgres-exporter
+	make gcc procps iproute2 ca-certificates curl zstd
 )
 
 log() { printf '%s\n' "$*" >&2; }

@@ -237,6 +237,10 @@ dborch_connection_string(PG_FUNCTION_ARGS)
 
 	api_enter(&caller);
 	d = api_deployment(&caller, name, false);
+	if (tenant != NULL && cat_live_tenant(d->id, tenant) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("tenant \"%s\" does not exist in deployment \"%s\"", tenant, name)));
 	if (strcmp(d->status, "ready") != 0 && strcmp(d->status, "degraded") != 0 &&
 		strcmp(d->status, "down") != 0)
 		ereport(ERROR,

@@ -903,16 +903,12 @@ cat_running_instances(void)
 }
 
 /*
- * Create the instance row of a deployment with the lowest port of
- * [low_port, high_port] that no live instance holds and that nothing else
- * on this host has bound.  The partial unique index on (node, port) settles
- * races between concurrent jobs.  The directory is <root>/instances/<name>-<id>.
+ * The lowest port of (after, high_port] that no live instance holds and
+ * that nothing else on this host has bound; 53400 when there is none.
  */
-Instance *
-cat_create_instance(int64 deployment_id, const char *host, int low_port, int high_port)
+static int
+next_free_port(const char *host, int after, int low_port, int high_port)
 {
-	int			after = low_port - 1;
-
 	for (;;)
 	{
 		CatResult  *r;
@@ -928,10 +924,28 @@ cat_create_instance(int64 deployment_id, const char *host, int low_port, int hig
 					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 					 errmsg("no free port left in dborch.port_range %d-%d", low_port, high_port)));
 		port = (int) cat_int64(r, 0, "port");
+		if (!dborch_port_in_use(host, port))
+			return port;
 		after = port;
-		if (dborch_port_in_use(host, port))
-			continue;
+	}
+}
 
+/*
+ * Create the instance row of a deployment with the lowest free port of
+ * [low_port, high_port].  The partial unique index on (node, port) settles
+ * races between concurrent jobs.  The directory is
+ * <root>/instances/<name>-<id>.
+ */
+Instance *
+cat_create_instance(int64 deployment_id, const char *host, int low_port, int high_port)
+{
+	int			port = low_port - 1;
+
+	for (;;)
+	{
+		CatResult  *r;
+
+		port = next_free_port(host, port, low_port, high_port);
 		r = cat_query("INSERT INTO dborch.instances"
 					  " (id, deployment_id, host, port, data_directory) OVERRIDING SYSTEM VALUE"
 					  " SELECT n.id, d.id, $2, $3::int, $4 || '/instances/' || d.name || '-' || n.id"
@@ -943,12 +957,31 @@ cat_create_instance(int64 deployment_id, const char *host, int low_port, int hig
 					  " RETURNING id",
 					  4, cat_i64(deployment_id), host, psprintf("%d", port), dborch_data_root());
 		if (r->nrows == 1)
-		{
-			CatResult  *ir = cat_query(INSTANCE_QUERY " WHERE i.id = $1::bigint",
-									   1, cat_value(r, 0, "id"));
+			return cat_instance(strtoi64(cat_value(r, 0, "id"), NULL, 10));
+	}
+}
 
-			return instance_from(ir, 0);
-		}
+/*
+ * Give a not yet started instance another port: something outside dborch
+ * took its port between the allocation and the start.
+ */
+Instance *
+cat_move_instance_port(Instance *inst, int low_port, int high_port)
+{
+	int			port = low_port - 1;
+
+	for (;;)
+	{
+		CatResult  *r;
+
+		port = next_free_port(inst->host, port, low_port, high_port);
+		r = cat_query("UPDATE dborch.instances SET port = $2::int, updated_at = pg_catalog.now()"
+					  " WHERE id = $1::bigint AND NOT EXISTS (SELECT 1 FROM dborch.instances o"
+					  "   WHERE o.node = 'local' AND o.port = $2::int AND o.status <> 'destroyed')"
+					  " RETURNING id",
+					  2, cat_i64(inst->id), psprintf("%d", port));
+		if (r->nrows == 1)
+			return cat_instance(inst->id);
 	}
 }
 
@@ -1309,7 +1342,8 @@ cat_due_alerts(int limit)
 void
 cat_alert_attempted(int64 id, bool sent, const char *error, int retry_ms)
 {
-	cat_query("UPDATE dborch.alerts SET attempts = attempts + 1, last_error = $3,"
+	cat_query("UPDATE dborch.alerts SET attempts = attempts + 1,"
+			  " last_error = CASE WHEN $2::bool THEN last_error ELSE $3 END,"
 			  " delivery = CASE WHEN $2::bool THEN 'sent'"
 			  "   WHEN created_at < pg_catalog.clock_timestamp() - interval '1 day' THEN 'failed'"
 			  "   ELSE 'pending' END,"

@@ -152,6 +152,7 @@ extern List *cat_live_instances(int64 deployment_id);
 extern List *cat_running_instances(void);
 extern Instance *cat_create_instance(int64 deployment_id, const char *host,
 									 int low_port, int high_port);
+extern Instance *cat_move_instance_port(Instance *inst, int low_port, int high_port);
 extern void cat_set_instance_status(int64 id, const char *status, int pid);
 extern bool cat_port_taken(int port);
 

@@ -126,6 +126,14 @@ deploy_stage_prepare(JobContext *ctx)
 	if (inst == NULL)
 		inst = cat_create_instance(d->id, dborch_listen_address,
 								   dborch_port_range_low, dborch_port_range_high);
+	else if (engine_get(d->engine)->running_pid(inst) == 0 &&
+			 dborch_port_in_use(inst->host, inst->port))
+	{
+		/* an earlier attempt failed to start: someone else took the port */
+		ereport(LOG, (errmsg("dborch: port %d of deployment \"%s\" was taken by another process; moving",
+							 inst->port, d->name)));
+		inst = cat_move_instance_port(inst, dborch_port_range_low, dborch_port_range_high);
+	}
 	remove_unknown_directories(d, inst);
 	dborch_mkdir(inst->directory, 0700);
 

@@ -254,41 +254,55 @@ probe_succeeded(Target *t, Sample *s)
 }
 
 /*
- * The server answered but is not ready (starting up, shutting down,
- * loading): alive, so no miss; not healthy either.
+ * Record a sample with an error.  The text is kept with the target: the
+ * loop's memory is reset every round, and the sample is written later.
  */
 static void
-probe_not_ready(Target *t, const char *error)
-{
-	Sample		s;
-
-	sample_reset(&s);
-	s.up = false;
-	s.error = pstrdup(error);
-	t->sample = s;
-	t->have_sample = true;
-	target_close(t);
-	t->next_at = dborch_now_ms() + RETRY_MIN_MS;
-}
-
-/* A missed probe; after failure_threshold of them the instance is down. */
-static void
-probe_failed(Target *t, const char *error)
+record_error_sample(Target *t, bool up, const char *error)
 {
 	MemoryContext old = MemoryContextSwitchTo(targets_mcxt);
-	int64		delay;
 	Sample		s;
 
 	if (t->last_error)
 		pfree(t->last_error);
 	t->last_error = pstrdup(error);
 	MemoryContextSwitchTo(old);
-
 	sample_reset(&s);
-	s.up = false;
+	s.up = up;
 	s.error = t->last_error;
 	t->sample = s;
 	t->have_sample = true;
+}
+
+/*
+ * The server answered but is not ready (starting up, shutting down,
+ * loading): alive, so no miss; not healthy either.
+ */
+static void
+probe_not_ready(Target *t, const char *error)
+{
+	record_error_sample(t, false, error);
+	target_close(t);
+	t->next_at = dborch_now_ms() + RETRY_MIN_MS;
+}
+
+/* The server answered but refused dborch's login: up, as PQping would say. */
+static void
+probe_login_refused(Target *t, const char *error)
+{
+	record_error_sample(t, true, error);
+	t->failures = 0;
+	target_close(t);
+	t->next_at = dborch_now_ms() + dborch_probe_interval_ms;
+}
+
+/* A missed probe; after failure_threshold of them the instance is down. */
+static void
+probe_failed(Target *t, const char *error)
+{
+	int64		delay;
+
+	record_error_sample(t, false, error);
 	t->failures++;
 	target_close(t);
 
@@ -309,19 +323,7 @@ pg_connection_failed(Target *t, const char *message)
 {
 	if (strstr(message, "password authentication failed") != NULL ||
 		strstr(message, "no pg_hba.conf entry") != NULL)
-	{
-		/* the server answered: it is up, though dborch cannot log in */
-		Sample		s;
-
-		sample_reset(&s);
-		s.up = true;
-		s.error = pstrdup(message);
-		t->failures = 0;
-		t->sample = s;
-		t->have_sample = true;
-		target_close(t);
-		t->next_at = dborch_now_ms() + dborch_probe_interval_ms;
-	}
+		probe_login_refused(t, message);
 	else if (strstr(message, "starting up") != NULL || strstr(message, "shutting down") != NULL ||
 			 strstr(message, "not yet accepting connections") != NULL ||
 			 strstr(message, "in recovery mode") != NULL)
@@ -607,18 +609,7 @@ redis_on_auth(redisAsyncContext *ac, void *r, void *privdata)
 		if (strncmp(error, "LOADING", 7) == 0)
 			probe_not_ready(t, error);
 		else if (strncmp(error, "WRONGPASS", 9) == 0)
-		{
-			/* the server answered: up, as PQping would say */
-			Sample		s;
-
-			sample_reset(&s);
-			s.up = true;
-			s.error = error;
-			t->sample = s;
-			t->have_sample = true;
-			t->failures = 0;
-			t->next_at = dborch_now_ms() + dborch_probe_interval_ms;
-		}
+			probe_login_refused(t, error);
 		else
 			probe_failed(t, error);
 		return;

@@ -7,6 +7,9 @@
 # directories, their ports, their connection strings); the checks of the
 # outcome of a crash; and a teardown that destroys every deployment and
 # kills whatever is left, also when a test dies half-way (END block).
+# For the health and alert tests: helper processes (a webhook receiver,
+# an exporter, a silent TCP server) started and stopped by pid, a LISTEN
+# session, redis-cli/psql against a connection string, events and alerts.
 #
 # Managed instances live in <node data dir>_dborch/instances/<name>-<id>/.
 # That path is too long for a PostgreSQL instance's Unix socket (at most
@@ -22,8 +25,11 @@ use warnings;
 use Cwd qw(realpath);
 use Exporter 'import';
 use File::Basename qw(dirname basename);
+use File::Spec;
 use IO::Socket::INET;
 use IPC::Run;
+use JSON::PP;
+use POSIX ();
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -39,6 +45,10 @@ our @EXPORT = qw(
   check_ready check_failed_clean check_destroyed check_no_orphans
   check_same_pids cleanup_all
   worker_crash_case single_attempt_case first_stage_of_attempt
+  free_tcp_port start_helper stop_helper wait_tcp_port
+  start_webhook_receiver webhook_payloads set_webhook_url
+  listen_session listen_notifications redis_cli psql_uri
+  event_count alert_rows wait_event_count
 );
 
 # Deadline of every wait, in seconds.
@@ -750,6 +760,232 @@ sub _kill_managed
 	return scalar @left;
 }
 
+=pod
+
+Helpers of the health, metrics and alert tests (060-069).
+
+free_tcp_port(): a free TCP port on loopback for a helper process (a
+webhook receiver, an exporter, a fake server), reserved like the nodes'
+ports so parallel test files do not collide.
+
+start_helper($name, [argv], env => {...}): start a helper program in the
+background, its output in <log dir>/$name.log; its pid.  stop_helper($pid)
+stops it (SIGTERM, then SIGKILL after 10 s).  The END block kills the ones
+a test left running.
+
+=cut
+
+# test/bin and the root of the repository, relative to this file.
+our $TEST_BIN = File::Spec->rel2abs(dirname(__FILE__) . '/../bin');
+our $REPO_ROOT = File::Spec->rel2abs(dirname(__FILE__) . '/../..');
+
+my %helpers;    # pid => name of helper processes started here
+
+sub free_tcp_port
+{
+	return PostgreSQL::Test::Cluster::get_free_port();
+}
+
+sub start_helper
+{
+	my ($name, $argv, %o) = @_;
+	my $log = "$PostgreSQL::Test::Utils::log_path/$name.log";
+	my $pid = fork();
+	die "fork: $!" unless defined $pid;
+	if ($pid == 0)
+	{
+		open(STDIN, '<', '/dev/null');
+		open(STDOUT, '>>', $log);
+		open(STDERR, '>&', \*STDOUT);
+		$ENV{$_} = $o{env}{$_} foreach keys %{ $o{env} // {} };
+		exec(@$argv) or POSIX::_exit(127);
+	}
+	$helpers{$pid} = $name;
+	note("started $name: pid $pid, log $log");
+	return $pid;
+}
+
+sub stop_helper
+{
+	my ($pid) = @_;
+	return unless defined $pid && $helpers{$pid};
+	kill('TERM', $pid);
+	my $deadline = time + 10;
+	while (waitpid($pid, POSIX::WNOHANG()) == 0)
+	{
+		if (time > $deadline)
+		{
+			kill('KILL', $pid);
+			waitpid($pid, 0);
+			last;
+		}
+		usleep(20_000);
+	}
+	note("stopped $helpers{$pid} (pid $pid)");
+	delete $helpers{$pid};
+	return;
+}
+
+# Wait until something listens on 127.0.0.1:$port (without connecting: a
+# connection would be a request to the helper); false at the deadline.
+sub wait_tcp_port
+{
+	my ($port, $timeout) = @_;
+	my $deadline = time + ($timeout // $TIMEOUT);
+	while (port_free($port))
+	{
+		return 0 if time > $deadline;
+		usleep(20_000);
+	}
+	return 1;
+}
+
+=pod
+
+start_webhook_receiver($port, $file): test/bin/webhook-receiver on
+127.0.0.1:$port, appending each POST body as one line to $file; its pid,
+once it listens.  webhook_payloads($file): the decoded JSON bodies
+received so far.  set_webhook_url($node, $url): dborch.alert_webhook_url
+with ALTER SYSTEM and a reload.
+
+=cut
+
+sub start_webhook_receiver
+{
+	my ($port, $file) = @_;
+	my $pid = start_helper("webhook-receiver-$port",
+		[ $^X, "$TEST_BIN/webhook-receiver", $port, $file ]);
+	wait_tcp_port($port, 20) or die "the webhook receiver does not listen on $port";
+	return $pid;
+}
+
+sub webhook_payloads
+{
+	my ($file) = @_;
+	open(my $fh, '<', $file) or return ();
+	my @payloads;
+	while (my $line = <$fh>)
+	{
+		chomp $line;
+		next if $line eq '';
+		my $p = eval { decode_json($line) };
+		push @payloads, $p // { undecodable => $line };
+	}
+	close $fh;
+	return @payloads;
+}
+
+sub set_webhook_url
+{
+	my ($node, $url) = @_;
+	set_guc($node, 'dborch.alert_webhook_url', $url);
+	return;
+}
+
+=pod
+
+listen_session($node): a background psql session that ran LISTEN
+dborch_events.  listen_notifications($session): the JSON payloads of the
+notifications it received since the last call, decoded (psql prints them
+after each command it runs).
+
+=cut
+
+sub listen_session
+{
+	my ($node) = @_;
+	my $s = $node->background_psql('postgres', on_error_stop => 0);
+	$s->set_query_timer_restart();
+	$s->query_safe('LISTEN dborch_events');
+	return $s;
+}
+
+sub listen_notifications
+{
+	my ($s) = @_;
+	my $out = $s->query_safe('SELECT 1');
+	my @payloads;
+	foreach my $line (split /\n/, $out)
+	{
+		next
+		  unless $line =~
+		  /^Asynchronous notification "dborch_events" with payload "(.*)" received from server process with PID \d+\.$/;
+		my $p = eval { decode_json($1) };
+		push @payloads, $p // { undecodable => $1 };
+	}
+	return @payloads;
+}
+
+# redis-cli against a connection string; its output (chomped), undef on
+# failure.
+sub redis_cli
+{
+	my ($uri, @args) = @_;
+	my ($out, $err) = ('', '');
+	my $ok = eval {
+		IPC::Run::run([ 'redis-cli', '-u', $uri, '--no-auth-warning', @args ],
+			'<', \undef, '>', \$out, '2>', \$err, IPC::Run::timeout(20));
+	};
+	chomp $out;
+	return $out if $ok;
+	diag("redis-cli @args failed: $out $err");
+	return undef;
+}
+
+# psql against a connection string; its output (chomped), undef on failure.
+sub psql_uri
+{
+	my ($uri, $query) = @_;
+	my ($out, $err) = ('', '');
+	my $ok = eval {
+		IPC::Run::run([ 'psql', '-XAtq', '-v', 'ON_ERROR_STOP=1', '-d', $uri, '-c', $query ],
+			'<', \undef, '>', \$out, '2>', \$err, IPC::Run::timeout(20));
+	};
+	chomp $out;
+	return $out if $ok;
+	diag("psql \"$query\" failed: $out $err");
+	return undef;
+}
+
+# Events of kind $kind of the latest deployment called $name.
+sub event_count
+{
+	my ($node, $name, $kind) = @_;
+	return sql_retry(
+		$node, qq{
+		SELECT count(*) FROM dborch.events
+		 WHERE kind = '$kind'
+		   AND deployment_id = (SELECT max(id) FROM dborch.deployments WHERE name = '$name')});
+}
+
+# Wait until there are $n events of kind $kind for $name; true if so.
+sub wait_event_count
+{
+	my ($node, $name, $kind, $n, $timeout) = @_;
+	return wait_for(
+		$node, qq{
+		SELECT count(*) FROM dborch.events
+		 WHERE kind = '$kind'
+		   AND deployment_id = (SELECT max(id) FROM dborch.deployments WHERE name = '$name')},
+		$n, $timeout);
+}
+
+# Rows of dborch.alerts of the latest deployment called $name, oldest first,
+# as hashes (id, status, delivery, attempts, last_error, payload decoded).
+sub alert_rows
+{
+	my ($node, $name) = @_;
+	my $out = sql_retry(
+		$node, qq{
+		SELECT json_build_object('id', id, 'status', status, 'delivery', delivery,
+		         'attempts', attempts, 'last_error', last_error, 'payload', payload,
+		         'instance_id', instance_id, 'sent', sent_at IS NOT NULL)
+		  FROM dborch.alerts
+		 WHERE deployment_id = (SELECT max(id) FROM dborch.deployments WHERE name = '$name')
+		 ORDER BY id});
+	return map { decode_json($_) } grep { $_ ne '' } split /\n/, $out;
+}
+
 # When a test dies half-way: destroy what can be destroyed, then kill every
 # managed process and every process of a control plane whose postmaster is
 # gone.  PostgreSQL::Test::Cluster's own END block (which runs after this
@@ -757,6 +993,12 @@ sub _kill_managed
 END
 {
 	my $exit_code = $?;
+	foreach my $pid (keys %helpers)
+	{
+		kill('KILL', $pid);
+		waitpid($pid, 0);
+		diag("killed helper $helpers{$pid} (pid $pid) left running");
+	}
 	foreach my $node (@nodes)
 	{
 		next if $node->{dborch_cleaned};
