@@ -40,7 +40,8 @@ CREATE TABLE dborch.deployments (
 	ready_at	timestamptz,
 	destroyed_at timestamptz,
 	expires_at	timestamptz,
-	last_error	text
+	last_error	text,
+	maintenance_window text
 );
 -- A name is unique among deployments that are not destroyed; destroyed rows
 -- stay as history, and the name can be used again.
@@ -79,7 +80,7 @@ CREATE TABLE dborch.jobs (
 	kind		text NOT NULL CHECK (kind IN ('deploy', 'destroy', 'warm_pool', 'recover',
 											  'stop', 'start', 'deliver_alerts', 'backup',
 											  'restore', 'restore_in_place', 'verify', 'tenants',
-											  'tenant_usage', 'move_tenant')),
+											  'tenant_usage', 'move_tenant', 'scale', 'failover')),
 	deployment_id bigint REFERENCES dborch.deployments (id),
 	owner		name NOT NULL,
 	args		jsonb NOT NULL DEFAULT '{}',
@@ -282,6 +283,47 @@ CREATE INDEX tenants_pending ON dborch.tenants (deployment_id)
 	WHERE status IN ('pending', 'dropping');
 COMMENT ON TABLE dborch.tenants IS 'tenants: isolated users of a deployment, their quota, usage and status';
 
+-- Auto-scaling policies: replicas follow a metric (share of its limit).
+CREATE TABLE dborch.autoscale_policies (
+	deployment_id bigint PRIMARY KEY REFERENCES dborch.deployments (id),
+	policy		jsonb NOT NULL,
+	metric		text NOT NULL CHECK (metric IN ('cpu', 'memory', 'connections')),
+	scale_up_at double precision NOT NULL,
+	scale_down_at double precision NOT NULL,
+	min_replicas integer NOT NULL,
+	max_replicas integer NOT NULL,
+	cooldown	interval NOT NULL,
+	last_decision_at timestamptz,
+	CHECK (scale_down_at < scale_up_at AND min_replicas <= max_replicas)
+);
+COMMENT ON TABLE dborch.autoscale_policies IS 'autoscale_policies: when the launcher adds or removes replicas';
+
+-- The Alertmanager webhook payload of one alert.
+CREATE FUNCTION dborch._alert_payload(status text, labels jsonb, summary text, description text,
+									  starts_at timestamptz, ends_at timestamptz)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT jsonb_build_object('version', '4', 'status', status, 'receiver', 'dborch',
+		'groupKey', 'dborch/' || (labels ->> 'deployment') || '/' || (labels ->> 'alertname'),
+		'truncatedAlerts', 0,
+		'groupLabels', jsonb_build_object('alertname', labels ->> 'alertname'),
+		'commonLabels', labels,
+		'commonAnnotations', jsonb_build_object('summary', summary, 'description', description),
+		'externalURL', '',
+		'alerts', jsonb_build_array(jsonb_build_object(
+			'status', status, 'labels', labels,
+			'annotations', jsonb_build_object('summary', summary, 'description', description),
+			'startsAt', to_char(starts_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+			'endsAt', coalesce(to_char(ends_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+							   '0001-01-01T00:00:00Z'),
+			'generatorURL', '',
+			'fingerprint', left(md5(labels::text), 16))))
+$$;
+COMMENT ON FUNCTION dborch._alert_payload(text, jsonb, text, text, timestamptz, timestamptz) IS
+	'internal: the Alertmanager webhook JSON of one alert';
+
 -- Pre-initialized PostgreSQL data directories that make a deploy skip initdb.
 -- Holds the bootstrap password of each entry: superuser only.
 CREATE TABLE dborch.warm_pool (
@@ -310,6 +352,7 @@ SELECT pg_catalog.pg_extension_config_dump('dborch.backups', '');
 SELECT pg_catalog.pg_extension_config_dump('dborch.backup_schedules', '');
 SELECT pg_catalog.pg_extension_config_dump('dborch.backup_retention', '');
 SELECT pg_catalog.pg_extension_config_dump('dborch.tenants', '');
+SELECT pg_catalog.pg_extension_config_dump('dborch.autoscale_policies', '');
 
 ------------------------------------------------------------------------------
 -- Privileges and row-level security
@@ -322,7 +365,8 @@ SELECT pg_catalog.pg_extension_config_dump('dborch.tenants', '');
 REVOKE ALL ON ALL TABLES IN SCHEMA dborch FROM PUBLIC;
 GRANT SELECT ON dborch.deployments, dborch.instances, dborch.jobs, dborch.events,
 	dborch.secrets, dborch.quotas, dborch.probes, dborch.alerts, dborch.backups,
-	dborch.backup_schedules, dborch.backup_retention, dborch.tenants TO dborch_user, dborch_admin;
+	dborch.backup_schedules, dborch.backup_retention, dborch.tenants, dborch.autoscale_policies
+	TO dborch_user, dborch_admin;
 GRANT INSERT, UPDATE, DELETE ON dborch.quotas TO dborch_admin;
 
 ALTER TABLE dborch.deployments ENABLE ROW LEVEL SECURITY;
@@ -337,6 +381,7 @@ ALTER TABLE dborch.backups ENABLE ROW LEVEL SECURITY;
 ALTER TABLE dborch.backup_schedules ENABLE ROW LEVEL SECURITY;
 ALTER TABLE dborch.backup_retention ENABLE ROW LEVEL SECURITY;
 ALTER TABLE dborch.tenants ENABLE ROW LEVEL SECURITY;
+ALTER TABLE dborch.autoscale_policies ENABLE ROW LEVEL SECURITY;
 
 CREATE POLICY own_rows ON dborch.deployments FOR SELECT TO dborch_user
 	USING (owner = current_user);
@@ -365,6 +410,8 @@ CREATE POLICY own_rows ON dborch.tenants FOR SELECT TO dborch_user
 	USING (owner = current_user);
 CREATE POLICY all_rows ON dborch.tenants FOR SELECT TO dborch_admin
 	USING (true);
+CREATE POLICY visible_deployment ON dborch.autoscale_policies FOR SELECT TO dborch_user, dborch_admin
+	USING (deployment_id IN (SELECT d.id FROM dborch.deployments d));
 CREATE POLICY own_rows ON dborch.jobs FOR SELECT TO dborch_user
 	USING (owner = current_user);
 CREATE POLICY all_rows ON dborch.jobs FOR SELECT TO dborch_admin
@@ -423,13 +470,15 @@ COMMENT ON FUNCTION dborch.deployment(text) IS
 	'details of a deployment: spec, status, instances, endpoints, last job';
 
 CREATE FUNCTION dborch.connection_string(name text, tenant text DEFAULT NULL,
-										 intent text DEFAULT 'write')
+										 intent text DEFAULT 'write',
+										 strategy text DEFAULT 'round_robin',
+										 multi_host boolean DEFAULT false)
 RETURNS text
-LANGUAGE C STABLE
+LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'dborch_connection_string';
-COMMENT ON FUNCTION dborch.connection_string(text, text, text) IS
-	'URI to connect to a deployment, with its credentials';
+COMMENT ON FUNCTION dborch.connection_string(text, text, text, text, boolean) IS
+	'URI to connect to a deployment: the primary (write), or a healthy instance chosen by strategy (read)';
 
 CREATE FUNCTION dborch.wait_job(id bigint, timeout interval DEFAULT '60s')
 RETURNS dborch.jobs
@@ -484,7 +533,7 @@ AS 'MODULE_PATHNAME', 'dborch_probe_targets_changed';
 COMMENT ON FUNCTION dborch._probe_targets_changed() IS
 	'internal: statement trigger that wakes the prober when what it probes changed';
 CREATE TRIGGER probe_targets_changed
-	AFTER INSERT OR DELETE OR UPDATE OF status, host, port, pid ON dborch.instances
+	AFTER INSERT OR DELETE OR UPDATE OF status, host, port, pid, role ON dborch.instances
 	FOR EACH STATEMENT EXECUTE FUNCTION dborch._probe_targets_changed();
 CREATE TRIGGER probe_targets_changed
 	AFTER UPDATE OF status ON dborch.deployments
@@ -643,6 +692,57 @@ AS 'MODULE_PATHNAME', 'dborch_move_tenant';
 COMMENT ON FUNCTION dborch.move_tenant(text, text, text) IS
 	'move a tenant and its data to another deployment of the same engine';
 
+CREATE FUNCTION dborch.scale(name text, replicas integer DEFAULT NULL, memory text DEFAULT NULL,
+							 defer boolean DEFAULT true)
+RETURNS dborch.deployments
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'dborch_scale';
+COMMENT ON FUNCTION dborch.scale(text, integer, text, boolean) IS
+	'change the number of replicas and/or the memory; a PostgreSQL memory change waits for the maintenance window';
+
+CREATE FUNCTION dborch.set_autoscale(name text, policy jsonb)
+RETURNS dborch.autoscale_policies
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'dborch_set_autoscale';
+COMMENT ON FUNCTION dborch.set_autoscale(text, jsonb) IS
+	'set (or with NULL remove) the auto-scaling policy of a deployment';
+
+CREATE FUNCTION dborch.set_maintenance_window(name text, maintenance_window text)
+RETURNS dborch.deployments
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'dborch_set_maintenance_window';
+COMMENT ON FUNCTION dborch.set_maintenance_window(text, text) IS
+	'set (or with NULL remove) the weekly window, ddd:hh24:mi-ddd:hh24:mi in UTC, for changes that need a restart';
+
+-- Every live instance: its role, health, latency (average of the last
+-- minute of probes) and connections (latest probe).
+CREATE VIEW dborch.endpoints WITH (security_invoker = true) AS
+	SELECT d.name AS deployment, d.engine, i.id AS instance_id, i.role, i.host, i.port,
+		   i.status, (i.status = 'running' AND coalesce(p.up, false)) AS healthy,
+		   l.latency_ms, p.connections, p.at AS probed_at
+	  FROM dborch.instances i
+	  JOIN dborch.deployments d ON d.id = i.deployment_id
+	  LEFT JOIN LATERAL (SELECT p.up, p.connections, p.at FROM dborch.probes p
+						  WHERE p.instance_id = i.id ORDER BY p.at DESC LIMIT 1) p ON true
+	  LEFT JOIN LATERAL (SELECT avg(p.latency_ms) AS latency_ms FROM dborch.probes p
+						  WHERE p.instance_id = i.id AND p.up
+						  AND p.at > pg_catalog.clock_timestamp() - interval '1 minute') l ON true
+	 WHERE i.status <> 'destroyed';
+GRANT SELECT ON dborch.endpoints TO dborch_user, dborch_admin;
+COMMENT ON VIEW dborch.endpoints IS 'endpoints: every instance, its role, health, latency and connections';
+
+-- Changes that wait for a maintenance window.
+CREATE VIEW dborch.pending_changes WITH (security_invoker = true) AS
+	SELECT d.name AS deployment, j.id AS job_id, j.kind, j.args AS change,
+		   j.not_before AS applies_at, d.maintenance_window, j.created_at AS requested_at
+	  FROM dborch.jobs j JOIN dborch.deployments d ON d.id = j.deployment_id
+	 WHERE j.state = 'queued' AND (j.args ->> 'deferred')::boolean;
+GRANT SELECT ON dborch.pending_changes TO dborch_user, dborch_admin;
+COMMENT ON VIEW dborch.pending_changes IS 'pending_changes: changes waiting for their maintenance window';
+
 -- Progress of running jobs, from the job workers' shared memory.
 CREATE FUNCTION dborch._job_progress(OUT job_id bigint, OUT bytes_done bigint, OUT bytes_total bigint)
 RETURNS SETOF record
@@ -692,6 +792,8 @@ BEGIN
 	END LOOP;
 	REVOKE ALL ON FUNCTION dborch._probe_targets_changed() FROM PUBLIC;
 	REVOKE ALL ON FUNCTION dborch._wake_workers() FROM dborch_user, dborch_admin;
+	REVOKE ALL ON FUNCTION dborch._alert_payload(text, jsonb, text, text, timestamptz, timestamptz)
+		FROM dborch_user, dborch_admin;
 END
 $grants$;
 

@@ -115,9 +115,12 @@ api_wait_end(void)
 	ConditionVariableCancelSleep();
 }
 
-/* 53400 unless the owner's quotas leave room for one more deployment. */
+/*
+ * 53400 unless the owner's quotas leave room for memory_bytes more memory
+ * and, with new_deployment, one more deployment.
+ */
 void
-api_check_quota(const char *owner, int64 memory_bytes)
+api_check_quota(const char *owner, int64 memory_bytes, bool new_deployment)
 {
 	int64		count,
 				memory,
@@ -127,7 +130,7 @@ api_check_quota(const char *owner, int64 memory_bytes)
 	cat_xact_lock(DBORCH_LOCK_OWNER, owner);
 	cat_owner_usage(owner, &count, &memory);
 	cat_owner_limits(owner, &max_count, &max_memory);
-	if (count + 1 > max_count)
+	if (new_deployment && count + 1 > max_count)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg_plural("quota exceeded: role \"%s\" may have at most " INT64_FORMAT " deployment",

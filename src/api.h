@@ -41,8 +41,8 @@ extern Deployment *api_deployment(ApiCaller *caller, const char *name, bool incl
 /* The URI of a tenant of a deployment (api_tenant.c). */
 extern char *api_tenant_connection_string(Deployment *d, Instance *inst, const char *tenant);
 
-/* 53400 unless the owner's quotas leave room for one more deployment. */
-extern void api_check_quota(const char *owner, int64 memory_bytes);
+/* 53400 unless the owner's quotas leave room (for one more deployment too). */
+extern void api_check_quota(const char *owner, int64 memory_bytes, bool new_deployment);
 
 /* 42501 unless the caller is owner or admin. */
 extern void api_check_owner(ApiCaller *caller, const char *owner, const char *what);

@@ -197,7 +197,7 @@ dborch_restore(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_DUPLICATE_OBJECT),
 					 errmsg("deployment \"%s\" already exists", new_name),
 					 errhint("Restore into a new name, or destroy \"%s\" first.", new_name)));
-		api_check_quota(caller.name, source->memory_bytes);
+		api_check_quota(caller.name, source->memory_bytes, true);
 		target_id = cat_insert_deployment(new_name, source->engine, caller.name, source->environment,
 										  source->spec, source->memory_bytes, NULL);
 		job_id = cat_queue_job("restore", target_id, caller.name, args);

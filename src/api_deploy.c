@@ -8,6 +8,7 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "lib/stringinfo.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
@@ -84,7 +85,7 @@ dborch_deploy(PG_FUNCTION_ARGS)
 		if (strcmp(d->status, "failed") == 0)
 		{
 			/* deploying a failed deployment again retries it; it counts again */
-			api_check_quota(d->owner, d->memory_bytes);
+			api_check_quota(d->owner, d->memory_bytes, true);
 			cat_set_deployment_status(d->id, "pending", "failed", NULL);
 			job_id = cat_queue_job("deploy", d->id, d->owner, NULL);
 			cat_event(caller.name, d->id, job_id, "deploy_requested",
@@ -96,7 +97,7 @@ dborch_deploy(PG_FUNCTION_ARGS)
 		PG_RETURN_DATUM(row);
 	}
 
-	api_check_quota(caller.name, spec.memory_bytes);
+	api_check_quota(caller.name, spec.memory_bytes, true);
 	id = cat_insert_deployment(name, engine->name, caller.name, spec.environment, spec.json,
 							   spec.memory_bytes, spec.ttl);
 	job_id = cat_queue_job("deploy", id, caller.name, NULL);
@@ -211,9 +212,65 @@ dborch_deployment(PG_FUNCTION_ARGS)
 }
 
 /*
- * dborch.connection_string(name, tenant, intent): a URI with credentials,
- * the tenant's when one is named.  intent 'write' is the primary; 'read' is
- * the primary too until replicas exist.
+ * The instance a read goes to: a healthy replica (running, its latest probe
+ * up) chosen by strategy, else the primary.  round_robin counts in shared
+ * memory (one counter per deployment id modulo 64), not in a table.
+ */
+static Instance *
+read_instance(Deployment *d, const char *strategy)
+{
+	CatResult  *r = cat_read_candidates(d->id);
+	int			pick = 0;
+	int			i;
+
+	if (r->nrows == 0)
+		return cat_primary_instance(d->id);
+	if (strcmp(strategy, "round_robin") == 0)
+		pick = (int) (pg_atomic_fetch_add_u64(&dborch_shared->round_robin[d->id % DBORCH_ROUND_ROBIN_SLOTS], 1)
+					  % r->nrows);
+	else
+	{
+		const char *column = strcmp(strategy, "least_connections") == 0 ? "connections" : "latency_ms";
+
+		for (i = 1; i < r->nrows; i++)
+			if (strtod(cat_value(r, i, column) ? cat_value(r, i, column) : "1e18", NULL) <
+				strtod(cat_value(r, pick, column) ? cat_value(r, pick, column) : "1e18", NULL))
+				pick = i;
+	}
+	return cat_instance(strtoi64(cat_value(r, pick, "id"), NULL, 10));
+}
+
+/*
+ * A PostgreSQL URI naming every live instance, the primary first, with
+ * target_session_attrs, so libpq finds the primary (or a standby) itself.
+ */
+static char *
+multi_host_uri(Deployment *d, const char *user, const char *password, const char *attrs)
+{
+	StringInfoData buf;
+	Instance   *primary = cat_primary_instance(d->id);
+	ListCell   *lc;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "postgresql://%s:%s@%s:%d", user, password,
+					 engine_uri_host(primary->host), primary->port);
+	foreach(lc, cat_live_instances(d->id))
+	{
+		Instance   *inst = lfirst(lc);
+
+		if (inst->id != primary->id)
+			appendStringInfo(&buf, ",%s:%d", engine_uri_host(inst->host), inst->port);
+	}
+	appendStringInfo(&buf, "/postgres?target_session_attrs=%s", attrs);
+	return buf.data;
+}
+
+/*
+ * dborch.connection_string(name, tenant, intent, strategy, multi_host): a
+ * URI with credentials, the tenant's when one is named.  intent 'write' is
+ * the primary; 'read' a healthy replica by strategy (round_robin,
+ * least_connections, response_time), the primary when none is healthy.
+ * multi_host (PostgreSQL) lists every instance with target_session_attrs.
  */
 Datum
 dborch_connection_string(PG_FUNCTION_ARGS)
@@ -221,17 +278,26 @@ dborch_connection_string(PG_FUNCTION_ARGS)
 	char	   *name = api_text_arg(fcinfo, 0, "deployment name");
 	char	   *tenant = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
 	char	   *intent = api_text_arg(fcinfo, 2, "intent");
+	char	   *strategy = api_text_arg(fcinfo, 3, "strategy");
+	bool		multi_host = PG_ARGISNULL(4) ? false : PG_GETARG_BOOL(4);
+	bool		read = strcmp(intent, "read") == 0;
 	ApiCaller	caller;
 	Deployment *d;
 	Instance   *inst;
 	char	   *password;
 	char	   *uri;
 
-	if (strcmp(intent, "write") != 0 && strcmp(intent, "read") != 0)
+	if (!read && strcmp(intent, "write") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid intent \"%s\"", dborch_clip(intent, 60)),
 				 errhint("Use 'write' or 'read'.")));
+	if (strcmp(strategy, "round_robin") != 0 && strcmp(strategy, "least_connections") != 0 &&
+		strcmp(strategy, "response_time") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid strategy \"%s\"", dborch_clip(strategy, 60)),
+				 errhint("Use 'round_robin', 'least_connections' or 'response_time'.")));
 	if (tenant != NULL)
 		dborch_validate_name("tenant", tenant);
 
@@ -247,14 +313,22 @@ dborch_connection_string(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("deployment \"%s\" is %s", name, d->status),
 				 errhint("Wait for it with dborch.wait('%s').", name)));
-	inst = cat_primary_instance(d->id);
+	if (multi_host && strcmp(d->engine, "postgres") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("multi-host connection strings are for PostgreSQL deployments")));
+	inst = read ? read_instance(d, strategy) : cat_primary_instance(d->id);
 	password = cat_secret(d->id, "password");
 	if (inst == NULL || password == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("deployment \"%s\" has no running instance", name)));
-	uri = tenant ? api_tenant_connection_string(d, inst, tenant)
-		: engine_get(d->engine)->connection_string(inst, password);
+	if (tenant != NULL)
+		uri = api_tenant_connection_string(d, inst, tenant);
+	else if (multi_host)
+		uri = multi_host_uri(d, "postgres", password, read ? "prefer-standby" : "read-write");
+	else
+		uri = engine_get(d->engine)->connection_string(inst, password);
 	api_leave(&caller);
 	PG_RETURN_TEXT_P(cstring_to_text(uri));
 }

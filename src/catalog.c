@@ -233,6 +233,15 @@ cat_json_int64(const char *json, const char *key)
 	return cat_int64(r, 0, "v");
 }
 
+/* A member of a JSON object given as text, as text; NULL if absent. */
+char *
+cat_json_text(const char *json, const char *key)
+{
+	CatResult  *r = cat_query("SELECT $1::jsonb ->> $2 AS v", 2, json, key);
+
+	return cat_str(r, 0, "v");
+}
+
 /* A boolean member of a JSON object given as text; false if absent. */
 bool
 cat_json_bool(const char *json, const char *key)
@@ -342,7 +351,7 @@ cat_owner_oid(void)
 
 #define DEPLOYMENT_COLUMNS \
 	"d.id, d.name, d.engine, d.owner, d.environment, d.spec::text AS spec, " \
-	"d.spec->>'version' AS version, d.memory_bytes, d.status, d.last_error"
+	"d.spec->>'version' AS version, d.memory_bytes, d.status, d.last_error, d.maintenance_window"
 
 static Deployment *
 deployment_from(CatResult *r)
@@ -362,6 +371,7 @@ deployment_from(CatResult *r)
 	d->memory_bytes = cat_int64(r, 0, "memory_bytes");
 	d->status = cat_str(r, 0, "status");
 	d->last_error = cat_str(r, 0, "last_error");
+	d->maintenance_window = cat_str(r, 0, "maintenance_window");
 	return d;
 }
 
@@ -937,7 +947,8 @@ next_free_port(const char *host, int after, int low_port, int high_port)
  * <root>/instances/<name>-<id>.
  */
 Instance *
-cat_create_instance(int64 deployment_id, const char *host, int low_port, int high_port)
+cat_create_instance(int64 deployment_id, const char *role, const char *host,
+					int low_port, int high_port)
 {
 	int			port = low_port - 1;
 
@@ -947,15 +958,15 @@ cat_create_instance(int64 deployment_id, const char *host, int low_port, int hig
 
 		port = next_free_port(host, port, low_port, high_port);
 		r = cat_query("INSERT INTO dborch.instances"
-					  " (id, deployment_id, host, port, data_directory) OVERRIDING SYSTEM VALUE"
-					  " SELECT n.id, d.id, $2, $3::int, $4 || '/instances/' || d.name || '-' || n.id"
+					  " (id, deployment_id, host, port, data_directory, role) OVERRIDING SYSTEM VALUE"
+					  " SELECT n.id, d.id, $2, $3::int, $4 || '/instances/' || d.name || '-' || n.id, $5"
 					  " FROM dborch.deployments d,"
 					  "   (SELECT pg_catalog.nextval(pg_catalog.pg_get_serial_sequence("
 					  "      'dborch.instances', 'id')) AS id) n"
 					  " WHERE d.id = $1::bigint"
 					  " ON CONFLICT (node, port) WHERE status <> 'destroyed' DO NOTHING"
 					  " RETURNING id",
-					  4, cat_i64(deployment_id), host, psprintf("%d", port), dborch_data_root());
+					  5, cat_i64(deployment_id), host, psprintf("%d", port), dborch_data_root(), role);
 		if (r->nrows == 1)
 			return cat_instance(strtoi64(cat_value(r, 0, "id"), NULL, 10));
 	}
@@ -1201,6 +1212,116 @@ cat_record_probes(const char *samples)
 }
 
 /*
+ * Queue an alert (Alertmanager webhook JSON, built by dborch._alert_payload)
+ * about a deployment: labels alertname, deployment, engine, environment,
+ * severity and extra_labels (a JSON object).  A resolved alert carries the
+ * start of the firing one with the same labels.
+ */
+void
+cat_add_alert(int64 deployment_id, int64 instance_id, const char *status, const char *alertname,
+			  const char *severity, const char *extra_labels, const char *summary,
+			  const char *description)
+{
+	cat_query("WITH l AS ("
+			  "   SELECT d.id, d.owner, pg_catalog.jsonb_build_object('alertname', $4, 'deployment', d.name,"
+			  "            'engine', d.engine, 'environment', d.environment, 'severity', $5)"
+			  "          || $6::jsonb AS labels"
+			  "   FROM dborch.deployments d WHERE d.id = $1::bigint),"
+			  " s AS ("
+			  "   SELECT l.*, CASE WHEN $3 = 'resolved' THEN coalesce((SELECT a.starts_at FROM dborch.alerts a"
+			  "                 WHERE a.payload -> 'commonLabels' = l.labels AND a.status = 'firing'"
+			  "                 ORDER BY a.id DESC LIMIT 1), pg_catalog.clock_timestamp())"
+			  "               ELSE pg_catalog.clock_timestamp() END AS starts_at,"
+			  "          CASE WHEN $3 = 'resolved' THEN pg_catalog.clock_timestamp() END AS ends_at"
+			  "   FROM l)"
+			  " INSERT INTO dborch.alerts (deployment_id, instance_id, owner, status, starts_at, ends_at, payload)"
+			  " SELECT s.id, $2::bigint, s.owner, $3, s.starts_at, s.ends_at,"
+			  "   dborch._alert_payload($3, s.labels, $7, $8, s.starts_at, s.ends_at)"
+			  " FROM s",
+			  8, cat_i64(deployment_id), instance_id ? cat_i64(instance_id) : NULL, status, alertname,
+			  severity, extra_labels ? extra_labels : "{}", summary, description ? description : "");
+	dborch_wake_launcher_at_commit();
+}
+
+/*
+ * A failover: one alert, firing, that ends by itself after five minutes (it
+ * reports an event; nothing is left to resolve).
+ */
+void
+cat_failover_alert(int64 deployment_id, int64 failed_id, int64 new_primary_id)
+{
+	CatResult  *r = cat_query("SELECT f.host || ':' || f.port AS failed, n.host || ':' || n.port AS promoted"
+							  " FROM dborch.instances f, dborch.instances n"
+							  " WHERE f.id = $1::bigint AND n.id = $2::bigint",
+							  2, cat_i64(failed_id), cat_i64(new_primary_id));
+
+	cat_add_alert(deployment_id, failed_id, "firing", "DborchFailover", "warning",
+				  psprintf("{\"instance\": \"%s\"}", cat_value(r, 0, "failed")),
+				  psprintf("failover: %s promoted, %s was down", cat_value(r, 0, "promoted"),
+						   cat_value(r, 0, "failed")),
+				  NULL);
+	cat_query("UPDATE dborch.alerts SET ends_at = starts_at + interval '5 minutes',"
+			  " payload = pg_catalog.jsonb_set(payload, '{alerts,0,endsAt}',"
+			  "   pg_catalog.to_jsonb(pg_catalog.to_char((starts_at + interval '5 minutes') AT TIME ZONE 'UTC',"
+			  "                       'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')))"
+			  " WHERE id = (SELECT max(id) FROM dborch.alerts WHERE deployment_id = $1::bigint)",
+			  1, cat_i64(deployment_id));
+}
+
+/*
+ * A deployment in service is ready when all its instances run, down when
+ * none does, degraded in between.
+ */
+void
+cat_refresh_deployment_status(int64 deployment_id)
+{
+	cat_query("UPDATE dborch.deployments d SET updated_at = pg_catalog.now(), status ="
+			  "   CASE WHEN c.up = c.total THEN 'ready' WHEN c.up = 0 THEN 'down' ELSE 'degraded' END"
+			  " FROM (SELECT pg_catalog.count(*) FILTER (WHERE status = 'running') AS up,"
+			  "              pg_catalog.count(*) AS total"
+			  "       FROM dborch.instances WHERE deployment_id = $1::bigint"
+			  "       AND status <> 'destroyed') c"
+			  " WHERE d.id = $1::bigint AND d.status IN ('ready', 'degraded', 'down')"
+			  " AND d.status IS DISTINCT FROM"
+			  "   CASE WHEN c.up = c.total THEN 'ready' WHEN c.up = 0 THEN 'down' ELSE 'degraded' END",
+			  1, cat_i64(deployment_id));
+}
+
+void
+cat_set_instance_role(int64 id, const char *role)
+{
+	cat_query("UPDATE dborch.instances SET role = $2, updated_at = pg_catalog.now() WHERE id = $1::bigint",
+			  2, cat_i64(id), role);
+}
+
+/* A job due after delay_ms (a failover waits for dborch.failover_timeout). */
+int64
+cat_queue_job_after(const char *kind, int64 deployment_id, const char *owner, const char *args,
+					int delay_ms)
+{
+	int64		id = cat_queue_job(kind, deployment_id, owner, args);
+
+	cat_query("UPDATE dborch.jobs SET not_before = pg_catalog.clock_timestamp()"
+			  " + pg_catalog.make_interval(secs => $2::float8 / 1000) WHERE id = $1::bigint",
+			  2, cat_i64(id), psprintf("%d", delay_ms));
+	return id;
+}
+
+/* The new size of a deployment: memory and replicas in its spec and columns. */
+void
+cat_set_deployment_shape(int64 id, int64 memory_bytes, const char *memory_text, int replicas)
+{
+	cat_query("UPDATE dborch.deployments SET updated_at = pg_catalog.now(),"
+			  " memory_bytes = CASE WHEN $2::bigint > 0 THEN $2::bigint ELSE memory_bytes END,"
+			  " spec = spec || CASE WHEN $2::bigint > 0 THEN pg_catalog.jsonb_build_object('memory', $3)"
+			  "                     ELSE '{}' END"
+			  "             || CASE WHEN $4::int >= 0 THEN pg_catalog.jsonb_build_object('replicas', $4::int)"
+			  "                     ELSE '{}' END"
+			  " WHERE id = $1::bigint",
+			  4, cat_i64(id), cat_i64(memory_bytes), memory_text, psprintf("%d", replicas));
+}
+
+/*
  * An instance went down (or came back): its status, its deployment's
  * status (ready when all instances run, down when none, else degraded), an
  * event, a NOTIFY on dborch_events, an alert, and for a down instance a
@@ -1217,20 +1338,14 @@ cat_instance_health_changed(int64 instance_id, bool down, int failures, const ch
 
 	r = cat_query("UPDATE dborch.instances SET status = $2, updated_at = pg_catalog.now()"
 				  " WHERE id = $1::bigint AND status = $3"
-				  " RETURNING deployment_id, host || ':' || port AS endpoint",
+				  " RETURNING deployment_id, host || ':' || port AS endpoint,"
+				  "   (SELECT name FROM dborch.deployments d WHERE d.id = deployment_id) AS deployment",
 				  3, cat_i64(instance_id), down ? "down" : "running", down ? "running" : "down");
 	if (r->nrows == 0)
 		return;
 	dep = cat_value(r, 0, "deployment_id");
 
-	cat_query("UPDATE dborch.deployments d SET updated_at = pg_catalog.now(), status ="
-			  "   CASE WHEN c.up = c.total THEN 'ready' WHEN c.up = 0 THEN 'down' ELSE 'degraded' END"
-			  " FROM (SELECT pg_catalog.count(*) FILTER (WHERE status = 'running') AS up,"
-			  "              pg_catalog.count(*) AS total"
-			  "       FROM dborch.instances WHERE deployment_id = $1::bigint"
-			  "       AND status <> 'destroyed') c"
-			  " WHERE d.id = $1::bigint AND d.status IN ('ready', 'degraded', 'down')",
-			  1, dep);
+	cat_refresh_deployment_status(strtoi64(dep, NULL, 10));
 
 	detail = psprintf("{\"instance_id\": " INT64_FORMAT ", \"endpoint\": \"%s\", \"failures\": %d}",
 					  instance_id, cat_value(r, 0, "endpoint"), failures);
@@ -1248,48 +1363,35 @@ cat_instance_health_changed(int64 instance_id, bool down, int failures, const ch
 			  " FROM dborch.instances i JOIN dborch.deployments d ON d.id = i.deployment_id"
 			  " WHERE i.id = $1::bigint",
 			  3, cat_i64(instance_id), kind, down ? error : NULL);
-	cat_query("WITH i AS ("
-			  "   SELECT i.id, i.host || ':' || i.port AS endpoint, d.id AS deployment_id, d.name,"
-			  "          d.engine, d.owner, d.environment,"
-			  "          CASE WHEN $2 = 'firing' THEN pg_catalog.clock_timestamp()"
-			  "               ELSE coalesce((SELECT a.starts_at FROM dborch.alerts a"
-			  "                              WHERE a.instance_id = i.id AND a.status = 'firing'"
-			  "                              ORDER BY a.id DESC LIMIT 1), pg_catalog.clock_timestamp())"
-			  "          END AS starts_at,"
-			  "          CASE WHEN $2 = 'resolved' THEN pg_catalog.clock_timestamp() END AS ends_at"
-			  "   FROM dborch.instances i JOIN dborch.deployments d ON d.id = i.deployment_id"
-			  "   WHERE i.id = $1::bigint),"
-			  " a AS ("
-			  "   SELECT i.*, pg_catalog.jsonb_build_object('alertname', 'DborchInstanceDown',"
-			  "            'deployment', i.name, 'instance', i.endpoint, 'engine', i.engine,"
-			  "            'environment', i.environment, 'severity', 'critical') AS labels,"
-			  "          pg_catalog.jsonb_build_object("
-			  "            'summary', 'instance ' || i.endpoint || ' of deployment ' || i.name || ' is down',"
-			  "            'description', coalesce($3, 'it answers again')) AS annotations"
-			  "   FROM i)"
-			  " INSERT INTO dborch.alerts (deployment_id, instance_id, owner, status, starts_at, ends_at, payload)"
-			  " SELECT a.deployment_id, a.id, a.owner, $2, a.starts_at, a.ends_at,"
-			  "   pg_catalog.jsonb_build_object('version', '4', 'status', $2, 'receiver', 'dborch',"
-			  "     'groupKey', 'dborch/' || a.name || '/' || a.endpoint, 'truncatedAlerts', 0,"
-			  "     'groupLabels', pg_catalog.jsonb_build_object('alertname', 'DborchInstanceDown'),"
-			  "     'commonLabels', a.labels, 'commonAnnotations', a.annotations, 'externalURL', '',"
-			  "     'alerts', pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object("
-			  "       'status', $2, 'labels', a.labels, 'annotations', a.annotations,"
-			  "       'startsAt', pg_catalog.to_char(a.starts_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
-			  "       'endsAt', coalesce(pg_catalog.to_char(a.ends_at AT TIME ZONE 'UTC',"
-			  "                          'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), '0001-01-01T00:00:00Z'),"
-			  "       'generatorURL', '',"
-			  "       'fingerprint', pg_catalog.left(pg_catalog.md5(a.labels::text), 16))))"
-			  " FROM a",
-			  3, cat_i64(instance_id), down ? "firing" : "resolved", down ? error : NULL);
+	cat_add_alert(strtoi64(dep, NULL, 10), instance_id, down ? "firing" : "resolved",
+				  "DborchInstanceDown", "critical",
+				  psprintf("{\"instance\": \"%s\"}", cat_value(r, 0, "endpoint")),
+				  psprintf("instance %s of deployment %s is down", cat_value(r, 0, "endpoint"),
+						   cat_value(r, 0, "deployment")),
+				  down ? error : "it answers again");
 	dborch_wake_launcher_at_commit();
 
-	if (down && cat_unfinished_job(strtoi64(dep, NULL, 10), "recover") == 0)
+	/*
+	 * A primary with a running replica fails over if it is still down after
+	 * dborch.failover_timeout (a shorter blip changes nothing); anything
+	 * else is restarted in place.
+	 */
+	if (down && cat_unfinished_job(strtoi64(dep, NULL, 10), "recover") == 0 &&
+		cat_unfinished_job(strtoi64(dep, NULL, 10), "failover") == 0)
 	{
-		CatResult  *o = cat_query("SELECT owner FROM dborch.deployments WHERE id = $1::bigint", 1, dep);
+		CatResult  *o = cat_query("SELECT d.owner, i.role, (SELECT pg_catalog.count(*) FROM dborch.instances r"
+								  "   WHERE r.deployment_id = d.id AND r.role = 'replica'"
+								  "   AND r.status = 'running') AS replicas"
+								  " FROM dborch.deployments d JOIN dborch.instances i ON i.deployment_id = d.id"
+								  " WHERE i.id = $1::bigint",
+								  1, cat_i64(instance_id));
+		char	   *args = psprintf("{\"instance_id\": " INT64_FORMAT "}", instance_id);
 
-		cat_queue_job("recover", strtoi64(dep, NULL, 10), cat_value(o, 0, "owner"),
-					  psprintf("{\"instance_id\": " INT64_FORMAT "}", instance_id));
+		if (strcmp(cat_value(o, 0, "role"), "primary") == 0 && cat_int64(o, 0, "replicas") > 0)
+			cat_queue_job_after("failover", strtoi64(dep, NULL, 10), cat_value(o, 0, "owner"), args,
+								dborch_failover_timeout_ms);
+		else
+			cat_queue_job("recover", strtoi64(dep, NULL, 10), cat_value(o, 0, "owner"), args);
 	}
 }
 
@@ -1826,7 +1928,7 @@ cat_tenant_quota_changed(int64 id, bool over, const char *reason)
 
 	r = cat_query("UPDATE dborch.tenants SET read_only = $2::bool,"
 				  " updated_at = pg_catalog.clock_timestamp()"
-				  " WHERE id = $1::bigint RETURNING deployment_id, name",
+				  " WHERE id = $1::bigint RETURNING deployment_id, deployment, name",
 				  2, cat_i64(id), over ? "true" : "false");
 	cat_event(DBORCH_ACTOR, cat_int64(r, 0, "deployment_id"), 0, kind,
 			  over ? psprintf("tenant %s is over its quota and read-only: %s", cat_value(r, 0, "name"), reason)
@@ -1837,42 +1939,12 @@ cat_tenant_quota_changed(int64 id, bool over, const char *reason)
 			  "   'quota', t.quota, 'at', pg_catalog.clock_timestamp())::text)"
 			  " FROM dborch.tenants t WHERE t.id = $1::bigint",
 			  2, cat_i64(id), kind);
-	cat_query("WITH t AS ("
-			  "   SELECT t.*, d.engine AS deployment_engine, d.environment,"
-			  "          pg_catalog.jsonb_build_object('alertname', 'DborchTenantOverQuota',"
-			  "            'deployment', t.deployment, 'tenant', t.name, 'engine', t.engine,"
-			  "            'environment', d.environment, 'severity', 'warning') AS labels,"
-			  "          CASE WHEN $2 = 'firing' THEN pg_catalog.clock_timestamp()"
-			  "               ELSE coalesce((SELECT a.starts_at FROM dborch.alerts a"
-			  "                              WHERE a.payload -> 'commonLabels' ->> 'tenant' = t.name"
-			  "                              AND a.deployment_id = t.deployment_id AND a.status = 'firing'"
-			  "                              ORDER BY a.id DESC LIMIT 1), pg_catalog.clock_timestamp())"
-			  "          END AS starts_at"
-			  "   FROM dborch.tenants t JOIN dborch.deployments d ON d.id = t.deployment_id"
-			  "   WHERE t.id = $1::bigint)"
-			  " INSERT INTO dborch.alerts (deployment_id, owner, status, starts_at, ends_at, payload)"
-			  " SELECT t.deployment_id, t.owner, $2, t.starts_at,"
-			  "   CASE WHEN $2 = 'resolved' THEN pg_catalog.clock_timestamp() END,"
-			  "   pg_catalog.jsonb_build_object('version', '4', 'status', $2, 'receiver', 'dborch',"
-			  "     'groupKey', 'dborch/' || t.deployment || '/' || t.name, 'truncatedAlerts', 0,"
-			  "     'groupLabels', pg_catalog.jsonb_build_object('alertname', 'DborchTenantOverQuota'),"
-			  "     'commonLabels', t.labels,"
-			  "     'commonAnnotations', pg_catalog.jsonb_build_object('summary',"
-			  "        'tenant ' || t.name || ' of deployment ' || t.deployment || ' is over its quota',"
-			  "        'description', $3),"
-			  "     'externalURL', '',"
-			  "     'alerts', pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object("
-			  "       'status', $2, 'labels', t.labels,"
-			  "       'annotations', pg_catalog.jsonb_build_object('summary',"
-			  "          'tenant ' || t.name || ' of deployment ' || t.deployment || ' is over its quota',"
-			  "          'description', $3),"
-			  "       'startsAt', pg_catalog.to_char(t.starts_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
-			  "       'endsAt', CASE WHEN $2 = 'resolved' THEN pg_catalog.to_char(pg_catalog.clock_timestamp()"
-			  "                   AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
-			  "                 ELSE '0001-01-01T00:00:00Z' END,"
-			  "       'generatorURL', '', 'fingerprint', pg_catalog.left(pg_catalog.md5(t.labels::text), 16))))"
-			  " FROM t",
-			  3, cat_i64(id), over ? "firing" : "resolved", reason);
+	cat_add_alert(cat_int64(r, 0, "deployment_id"), 0, over ? "firing" : "resolved",
+				  "DborchTenantOverQuota", "warning",
+				  psprintf("{\"tenant\": \"%s\"}", cat_value(r, 0, "name")),
+				  psprintf("tenant %s of deployment %s is over its quota", cat_value(r, 0, "name"),
+						   cat_value(r, 0, "deployment")),
+				  reason);
 	dborch_wake_launcher_at_commit();
 }
 
@@ -1891,4 +1963,121 @@ cat_tenant_switch(int64 id, int64 target_id)
 			  "   updated_at = pg_catalog.clock_timestamp()"
 			  " WHERE id = $1::bigint",
 			  2, cat_i64(id), cat_i64(target_id));
+}
+
+/* ---------------------------------------------------------------------
+ * Scaling
+ * ---------------------------------------------------------------------
+ */
+
+void
+cat_set_maintenance_window(int64 deployment_id, const char *window)
+{
+	cat_query("UPDATE dborch.deployments SET maintenance_window = $2, updated_at = pg_catalog.now()"
+			  " WHERE id = $1::bigint",
+			  2, cat_i64(deployment_id), window);
+}
+
+void
+cat_delete_autoscale(int64 deployment_id)
+{
+	cat_query("DELETE FROM dborch.autoscale_policies WHERE deployment_id = $1::bigint",
+			  1, cat_i64(deployment_id));
+}
+
+Datum
+cat_set_autoscale(int64 deployment_id, const char *policy, const char *metric, double up,
+				  double down, int min_replicas, int max_replicas, const char *cooldown)
+{
+	cat_query("INSERT INTO dborch.autoscale_policies (deployment_id, policy, metric, scale_up_at,"
+			  " scale_down_at, min_replicas, max_replicas, cooldown)"
+			  " VALUES ($1::bigint, $2::jsonb, $3, $4::float8, $5::float8, $6::int, $7::int, $8::interval)"
+			  " ON CONFLICT (deployment_id) DO UPDATE SET policy = excluded.policy,"
+			  "   metric = excluded.metric, scale_up_at = excluded.scale_up_at,"
+			  "   scale_down_at = excluded.scale_down_at, min_replicas = excluded.min_replicas,"
+			  "   max_replicas = excluded.max_replicas, cooldown = excluded.cooldown",
+			  8, cat_i64(deployment_id), policy, metric, psprintf("%g", up), psprintf("%g", down),
+			  psprintf("%d", min_replicas), psprintf("%d", max_replicas), cooldown);
+	return cat_query_datum("SELECT p FROM dborch.autoscale_policies p WHERE p.deployment_id = $1::bigint",
+						   1, cat_i64(deployment_id));
+}
+
+/* Does any deployment have an auto-scaling policy? */
+bool
+cat_has_autoscale(void)
+{
+	return cat_query("SELECT 1 FROM dborch.autoscale_policies LIMIT 1", 0)->nrows > 0;
+}
+
+/*
+ * Auto-scaling decisions due now: for each policy of a deployment in
+ * service with no scale job pending, outside its cooldown, the metric (the
+ * average over its running instances of the latest minute of samples, as a
+ * share of its limit: connections of max_connections or maxclients, CPU of
+ * one core, memory of the memory option), the replicas, and the replicas it
+ * should have (column want; equal to replicas when nothing is to do).
+ */
+CatResult *
+cat_autoscale_decisions(void)
+{
+	return cat_query("WITH m AS ("
+					 "   SELECT p.deployment_id, p.metric, p.scale_up_at, p.scale_down_at, p.min_replicas,"
+					 "          p.max_replicas, d.owner,"
+					 "          (SELECT pg_catalog.count(*) FROM dborch.instances r"
+					 "           WHERE r.deployment_id = d.id AND r.role = 'replica'"
+					 "           AND r.status <> 'destroyed')::int AS replicas,"
+					 "          (SELECT avg(CASE p.metric"
+					 "                     WHEN 'connections' THEN s.connections::float8"
+					 "                          / CASE d.engine WHEN 'postgres' THEN 100 ELSE 10000 END"
+					 "                     WHEN 'cpu' THEN s.cpu_percent / 100"
+					 "                     ELSE coalesce(s.used_memory_bytes, s.rss_bytes)::float8 / d.memory_bytes END)"
+					 "           FROM dborch.probes s JOIN dborch.instances i ON i.id = s.instance_id"
+					 "           WHERE i.deployment_id = d.id AND i.status = 'running' AND s.up"
+					 "           AND s.at > pg_catalog.clock_timestamp() - interval '1 minute') AS value"
+					 "   FROM dborch.autoscale_policies p JOIN dborch.deployments d ON d.id = p.deployment_id"
+					 "   WHERE d.status IN ('ready', 'degraded')"
+					 "   AND (p.last_decision_at IS NULL OR p.last_decision_at + p.cooldown <= pg_catalog.now())"
+					 "   AND NOT EXISTS (SELECT 1 FROM dborch.jobs j WHERE j.deployment_id = d.id"
+					 "                   AND j.kind = 'scale' AND j.state IN ('queued', 'running')))"
+					 " SELECT m.*, CASE"
+					 "     WHEN m.replicas < m.min_replicas THEN m.min_replicas"
+					 "     WHEN m.replicas > m.max_replicas THEN m.max_replicas"
+					 "     WHEN m.value >= m.scale_up_at AND m.replicas < m.max_replicas THEN m.replicas + 1"
+					 "     WHEN m.value <= m.scale_down_at AND m.replicas > m.min_replicas THEN m.replicas - 1"
+					 "     ELSE m.replicas END AS want"
+					 " FROM m WHERE m.value IS NOT NULL",
+					 0);
+}
+
+/* Record an auto-scaling decision: the scale job, its event and the cooldown's start. */
+void
+cat_autoscale(int64 deployment_id, const char *owner, int replicas, int want, const char *metric,
+			  const char *value)
+{
+	int64		job = cat_queue_job("scale", deployment_id, owner, psprintf("{\"replicas\": %d}", want));
+
+	cat_query("UPDATE dborch.autoscale_policies SET last_decision_at = pg_catalog.now()"
+			  " WHERE deployment_id = $1::bigint", 1, cat_i64(deployment_id));
+	cat_event(DBORCH_ACTOR, deployment_id, job, "autoscale",
+			  psprintf("%s at %.3f: %d to %d replicas", metric, strtod(value, NULL), replicas, want),
+			  psprintf("{\"metric\": \"%s\", \"value\": %s, \"replicas\": %d, \"want\": %d}",
+					   metric, value, replicas, want));
+}
+
+/*
+ * Replicas a read may go to: running, their latest probe up; with their
+ * latest connections and the average latency of the last minute.
+ */
+CatResult *
+cat_read_candidates(int64 deployment_id)
+{
+	return cat_query("SELECT i.id, p.connections,"
+					 " (SELECT avg(l.latency_ms) FROM dborch.probes l WHERE l.instance_id = i.id AND l.up"
+					 "  AND l.at > pg_catalog.clock_timestamp() - interval '1 minute') AS latency_ms"
+					 " FROM dborch.instances i"
+					 " CROSS JOIN LATERAL (SELECT s.up, s.connections FROM dborch.probes s"
+					 "   WHERE s.instance_id = i.id ORDER BY s.at DESC LIMIT 1) p"
+					 " WHERE i.deployment_id = $1::bigint AND i.role = 'replica' AND i.status = 'running'"
+					 " AND p.up ORDER BY i.id",
+					 1, cat_i64(deployment_id));
 }

@@ -31,6 +31,7 @@ typedef struct Deployment
 	int64		memory_bytes;
 	char	   *status;
 	char	   *last_error;
+	char	   *maintenance_window;	/* NULL when none */
 } Deployment;
 
 typedef struct Instance
@@ -97,6 +98,7 @@ extern Datum cat_query_datum(const char *sql, int nargs, ...);
 extern char *cat_i64(int64 value);
 extern int64 cat_json_int64(const char *json, const char *key);
 extern bool cat_json_bool(const char *json, const char *key);
+extern char *cat_json_text(const char *json, const char *key);
 extern void cat_begin(void);
 extern void cat_commit(void);
 
@@ -150,8 +152,14 @@ extern void cat_event(const char *actor, int64 deployment_id, int64 job_id,
 extern Instance *cat_primary_instance(int64 deployment_id);
 extern List *cat_live_instances(int64 deployment_id);
 extern List *cat_running_instances(void);
-extern Instance *cat_create_instance(int64 deployment_id, const char *host,
+extern Instance *cat_create_instance(int64 deployment_id, const char *role, const char *host,
 									 int low_port, int high_port);
+extern void cat_set_instance_role(int64 id, const char *role);
+extern void cat_refresh_deployment_status(int64 deployment_id);
+extern int64 cat_queue_job_after(const char *kind, int64 deployment_id, const char *owner,
+								 const char *args, int delay_ms);
+extern void cat_set_deployment_shape(int64 id, int64 memory_bytes, const char *memory_text,
+									 int replicas);
 extern Instance *cat_move_instance_port(Instance *inst, int low_port, int high_port);
 extern void cat_set_instance_status(int64 id, const char *status, int pid);
 extern bool cat_port_taken(int port);
@@ -183,6 +191,10 @@ extern Instance *cat_instance(int64 id);
 extern void cat_expire_probes(void);
 
 /* alerts */
+extern void cat_add_alert(int64 deployment_id, int64 instance_id, const char *status,
+						  const char *alertname, const char *severity, const char *extra_labels,
+						  const char *summary, const char *description);
+extern void cat_failover_alert(int64 deployment_id, int64 failed_id, int64 new_primary_id);
 extern CatResult *cat_due_alerts(int limit);
 extern void cat_alert_attempted(int64 id, bool sent, const char *error, int retry_ms);
 extern int64 cat_next_alert_due_ms(void);
@@ -223,5 +235,16 @@ extern List *cat_tenant_usage_deployments(void);
 extern void cat_tenant_record_usage(int64 id, const char *usage);
 extern void cat_tenant_quota_changed(int64 id, bool over, const char *reason);
 extern void cat_tenant_switch(int64 id, int64 target_id);
+
+/* scaling */
+extern void cat_set_maintenance_window(int64 deployment_id, const char *window);
+extern void cat_delete_autoscale(int64 deployment_id);
+extern Datum cat_set_autoscale(int64 deployment_id, const char *policy, const char *metric, double up,
+							   double down, int min_replicas, int max_replicas, const char *cooldown);
+extern bool cat_has_autoscale(void);
+extern CatResult *cat_autoscale_decisions(void);
+extern CatResult *cat_read_candidates(int64 deployment_id);
+extern void cat_autoscale(int64 deployment_id, const char *owner, int replicas, int want,
+						  const char *metric, const char *value);
 
 #endif							/* DBORCH_CATALOG_H */

@@ -42,6 +42,7 @@ char	   *dborch_data_directory = NULL;
 char	   *dborch_database = NULL;
 int			dborch_default_max_deployments = 20;
 int			dborch_default_max_memory_mb = 4096;
+int			dborch_failover_timeout_ms = 2000;
 int			dborch_failure_threshold = 3;
 char	   *dborch_initdb_path = NULL;
 int			dborch_job_max_attempts = 3;
@@ -149,6 +150,12 @@ define_gucs(void)
 							NULL,
 							&dborch_default_max_memory_mb, 4096, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MB,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("dborch.failover_timeout",
+							"How long a primary with a healthy replica may be down before a replica is promoted.",
+							NULL,
+							&dborch_failover_timeout_ms, 2000, 0, 3600000,
+							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("dborch.failure_threshold",
 							"Missed probes in a row before an instance is down.",
@@ -356,6 +363,8 @@ dborch_shmem_startup(void)
 		pg_atomic_init_u32(&dborch_shared->prober_connected, 0);
 		pg_atomic_init_u32(&dborch_shared->prober_fd_exhausted, 0);
 		pg_atomic_init_u64(&dborch_shared->prober_last_loop, 0);
+		for (int i = 0; i < DBORCH_ROUND_ROBIN_SLOTS; i++)
+			pg_atomic_init_u64(&dborch_shared->round_robin[i], 0);
 		for (int i = 0; i < DBORCH_MAX_JOB_WORKERS; i++)
 		{
 			pg_atomic_init_u64(&dborch_shared->job_slots[i].bytes_done, 0);

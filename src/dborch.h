@@ -43,6 +43,7 @@ extern char *dborch_listen_address;
 extern int	dborch_max_job_workers;
 extern int	dborch_metrics_retention_s;
 extern int	dborch_failure_threshold;
+extern int	dborch_failover_timeout_ms;
 extern char *dborch_pause_at_stage;
 extern char *dborch_pg_ctl_path;
 extern char *dborch_pgbackrest_path;
@@ -62,6 +63,7 @@ extern int	dborch_warm_pool_size;
  * Protected by DborchShared.mutex.
  */
 #define DBORCH_MAX_JOB_WORKERS	64
+#define DBORCH_ROUND_ROBIN_SLOTS 64
 
 typedef struct JobSlot
 {
@@ -92,6 +94,8 @@ typedef struct DborchShared
 	pg_atomic_uint32 prober_fd_exhausted;
 	pg_atomic_uint64 prober_last_loop;	/* TimestampTz */
 	JobSlot		job_slots[DBORCH_MAX_JOB_WORKERS];
+	/* round-robin counters of read routing, by deployment id modulo their number */
+	pg_atomic_uint64 round_robin[DBORCH_ROUND_ROBIN_SLOTS];
 } DborchShared;
 
 extern DborchShared *dborch_shared;

@@ -141,10 +141,29 @@ postgres_configure_network(Instance *inst)
 					"password_encryption = 'scram-sha-256'\n"
 					"cluster_name = '%s'\n"
 					"archive_mode = on\n"
-					"archive_command = %s\n",
+					"archive_command = %s\n"
+					"wal_log_hints = on\n",	/* pg_rewind after a failover */
 					inst->deployment_name, inst->host, inst->port, inst->directory,
 					shared_buffers_kb, inst->deployment_name,
 					conf_literal(pgbr_archive_command(inst->deployment_name, inst->deployment_id)));
+
+	/*
+	 * A replica streams from the current primary over its socket (the
+	 * postgres OS user, peer authentication) through its own slot.
+	 */
+	if (strcmp(inst->role, "replica") == 0)
+	{
+		Instance   *primary = cat_primary_instance(inst->deployment_id);
+
+		if (primary == NULL)
+			elog(ERROR, "dborch: deployment \"%s\" has no primary", inst->deployment_name);
+		conf = psprintf("%s"
+						"primary_conninfo = 'host=%s/run port=%d user=postgres application_name=%s_" INT64_FORMAT "'\n"
+						"primary_slot_name = 'dborch_r" INT64_FORMAT "'\n"
+						"hot_standby = on\n",
+						conf, primary->directory, primary->port, inst->deployment_name, inst->id, inst->id);
+		dborch_write_file(psprintf("%s/standby.signal", datadir), "", 0600);
+	}
 	dborch_write_file(psprintf("%s/dborch.conf", datadir), conf, 0600);
 
 	conf = dborch_read_file(main_conf, false);

@@ -58,6 +58,18 @@ redis_configure_network(Instance *inst)
 					/* a restored snapshot loads only with appendonly off (job_restore.c) */
 					dborch_path_exists(psprintf("%s/aof-pending", inst->directory)) ? "no" : "yes",
 					inst->memory_bytes, inst->directory);
+
+	/* a replica follows the current primary as its default user */
+	if (strcmp(inst->role, "replica") == 0)
+	{
+		Instance   *primary = cat_primary_instance(inst->deployment_id);
+
+		if (primary == NULL)
+			elog(ERROR, "dborch: deployment \"%s\" has no primary", inst->deployment_name);
+		conf = psprintf("%sreplicaof %s %d\nmasteruser default\nmasterauth %s\n",
+						conf, primary->host, primary->port,
+						cat_secret(inst->deployment_id, "password"));
+	}
 	dborch_write_file(psprintf("%s/redis.conf", inst->directory), conf, 0600);
 }
 

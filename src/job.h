@@ -58,6 +58,15 @@ extern const JobKind job_kind_restore_in_place;
 extern const JobKind job_kind_tenants;
 extern const JobKind job_kind_tenant_usage;
 extern const JobKind job_kind_move_tenant;
+extern const JobKind job_kind_scale;
+extern const JobKind job_kind_failover;
+
+/*
+ * Commit what a stage did so far, inside the stage (which is idempotent):
+ * for steps others must see before the next one (the prober before a
+ * restart).
+ */
+extern void job_commit_progress(void);
 
 /* job_deploy.c and job_destroy.c share the teardown of instances */
 extern void job_remove_instances(int64 deployment_id);

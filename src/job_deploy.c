@@ -124,7 +124,7 @@ deploy_stage_prepare(JobContext *ctx)
 	Instance   *inst = cat_primary_instance(d->id);
 
 	if (inst == NULL)
-		inst = cat_create_instance(d->id, dborch_listen_address,
+		inst = cat_create_instance(d->id, "primary", dborch_listen_address,
 								   dborch_port_range_low, dborch_port_range_high);
 	else if (engine_get(d->engine)->running_pid(inst) == 0 &&
 			 dborch_port_in_use(inst->host, inst->port))

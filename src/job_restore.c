@@ -45,22 +45,14 @@ aof_pending_marker(Instance *inst)
 	return psprintf("%s/aof-pending", inst->directory);
 }
 
-static char *
-job_arg(JobContext *ctx, const char *key)
-{
-	CatResult  *r = cat_query("SELECT $1::jsonb ->> $2 AS v", 2, ctx->args, key);
-
-	return cat_value(r, 0, "v") ? pstrdup(cat_value(r, 0, "v")) : NULL;
-}
-
 /* Put the backup's data in the instance's directory. */
 static void
 stage_restore_data(JobContext *ctx)
 {
 	Instance   *inst = load_instance(ctx);
 	char	   *marker = restore_marker(ctx, inst);
-	char	   *backup_id = job_arg(ctx, "backup_id");
-	char	   *target_time = job_arg(ctx, "target_time");
+	char	   *backup_id = cat_json_text(ctx->args, "backup_id");
+	char	   *target_time = cat_json_text(ctx->args, "target_time");
 	Deployment *source = cat_deployment(cat_json_int64(ctx->args, "source_id"));
 	Backup	   *b = backup_id ? cat_backup(strtoi64(backup_id, NULL, 10)) : NULL;
 	bool		in_place = strcmp(ctx->kind_name, "restore_in_place") == 0;

@@ -40,7 +40,7 @@ static const JobKind *const job_kinds[] = {
 	&job_kind_deploy, &job_kind_destroy, &job_kind_warm_pool, &job_kind_recover,
 	&job_kind_stop, &job_kind_start, &job_kind_deliver_alerts, &job_kind_backup,
 	&job_kind_verify, &job_kind_restore, &job_kind_restore_in_place, &job_kind_tenants,
-	&job_kind_tenant_usage, &job_kind_move_tenant
+	&job_kind_tenant_usage, &job_kind_move_tenant, &job_kind_scale, &job_kind_failover
 };
 
 /* Errors that another attempt cannot fix. */
@@ -95,6 +95,13 @@ pause_if_asked(JobContext *ctx, const char *stage, bool after)
 		CHECK_FOR_INTERRUPTS();
 	}
 	pfree(want);
+}
+
+void
+job_commit_progress(void)
+{
+	cat_commit();
+	cat_begin();
 }
 
 /* Record entry into stage index i; false if the job was asked to stop. */

@@ -35,6 +35,8 @@
 #define ORPHAN_CHECK_MS 30000
 /* Wait after an error in the loop, so a persistent error does not spin. */
 #define ERROR_RETRY_MS 5000
+/* How often auto-scaling policies are evaluated. */
+#define AUTOSCALE_EVERY_MS 5000
 /* How often old probe samples are deleted. */
 #define RETENTION_EVERY_MS 60000
 
@@ -356,6 +358,37 @@ measure_tenants(void)
 	return Max(next_measure - dborch_now_ms(), 0);
 }
 
+/*
+ * Auto-scaling: every AUTOSCALE_EVERY_MS, each policy's metric against its
+ * thresholds (cat_autoscale_decisions); a decision queues a scale job and an
+ * event with the figures, and starts the policy's cooldown.  Returns the
+ * milliseconds until the next evaluation.
+ */
+static int64
+autoscale(void)
+{
+	static int64 next_evaluation = 0;
+	CatResult  *r;
+	int			i;
+
+	if (!cat_has_autoscale())
+		return -1;
+	if (dborch_now_ms() < next_evaluation)
+		return next_evaluation - dborch_now_ms();
+	next_evaluation = dborch_now_ms() + AUTOSCALE_EVERY_MS;
+	r = cat_autoscale_decisions();
+	for (i = 0; i < r->nrows; i++)
+	{
+		int			replicas = atoi(cat_value(r, i, "replicas"));
+		int			want = atoi(cat_value(r, i, "want"));
+
+		if (want != replicas)
+			cat_autoscale(strtoi64(cat_value(r, i, "deployment_id"), NULL, 10), cat_value(r, i, "owner"),
+						  replicas, want, cat_value(r, i, "metric"), cat_value(r, i, "value"));
+	}
+	return AUTOSCALE_EVERY_MS;
+}
+
 /* Claim due jobs for the free worker capacity and hand them to workers. */
 static void
 start_due_jobs(void)
@@ -399,6 +432,7 @@ launcher_round(bool first_round, int64 *next_orphan_check)
 	int64		due;
 	int64		alerts_due;
 	int64		tenants_due;
+	int64		autoscale_due;
 	bool		foreign_jobs;
 
 	cat_begin();
@@ -426,6 +460,7 @@ launcher_round(bool first_round, int64 *next_orphan_check)
 	refill_warm_pool();
 	deliver_due_alerts();
 	tenants_due = measure_tenants();
+	autoscale_due = autoscale();
 	if (dborch_now_ms() >= next_retention)
 	{
 		cat_expire_probes();
@@ -439,6 +474,8 @@ launcher_round(bool first_round, int64 *next_orphan_check)
 		due = (due < 0) ? alerts_due : Min(due, alerts_due);
 	if (tenants_due >= 0)
 		due = (due < 0) ? tenants_due : Min(due, tenants_due);
+	if (autoscale_due >= 0)
+		due = (due < 0) ? autoscale_due : Min(due, autoscale_due);
 	due = (due < 0) ? Max(next_retention - dborch_now_ms(), 0)
 		: Min(due, Max(next_retention - dborch_now_ms(), 0));
 
