@@ -44,7 +44,7 @@ check_tenant_name(const char *name)
 }
 
 static int64
-positive_integer(const char *key, JsonbValue *v)
+positive_integer(const char *key, JsonbValue *v, int64 max)
 {
 	char	   *text;
 	int64		n;
@@ -53,20 +53,30 @@ positive_integer(const char *key, JsonbValue *v)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						errmsg("quota \"%s\" must be a number", key)));
 	text = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
-	if (strspn(text, "0123456789") != strlen(text) || strlen(text) > 12 ||
+	if (strspn(text, "0123456789") != strlen(text) || strlen(text) > 15 ||
 		(n = strtoi64(text, NULL, 10)) < 1)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						errmsg("quota \"%s\" must be a whole number of at least 1, not %s", key, text)));
+	if (n > max)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("quota \"%s\" must be at most " INT64_FORMAT ", not %s", key, max, text)));
 	return n;
 }
 
+/* A size of at least 1kB. */
 static char *
 size_text(const char *key, JsonbValue *v)
 {
+	int64		bytes;
+
 	if (v->type != jbvString)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						errmsg("quota \"%s\" must be a size like \"50MB\"", key)));
-	return spec_format_size(spec_parse_size(key, pnstrdup(v->val.string.val, v->val.string.len)));
+	bytes = spec_parse_size(key, pnstrdup(v->val.string.val, v->val.string.len));
+	if (bytes < 1024)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("quota \"%s\" must be at least 1kB", key)));
+	return spec_format_size(bytes);
 }
 
 /* The quota of an engine's tenant, normalized to canonical jsonb text. */
@@ -98,11 +108,12 @@ normalize_quota(Jsonb *quota, const char *engine)
 		if (buf.len > 1)
 			appendStringInfoString(&buf, ", ");
 		if (pg && strcmp(key, "max_connections") == 0)
-			appendStringInfo(&buf, "\"%s\": " INT64_FORMAT, key, positive_integer(key, &v));
+			appendStringInfo(&buf, "\"%s\": " INT64_FORMAT, key, positive_integer(key, &v, 100000));
 		else if (pg && strcmp(key, "storage") == 0)
 			appendStringInfo(&buf, "\"%s\": \"%s\"", key, size_text(key, &v));
 		else if (!pg && strcmp(key, "max_keys") == 0)
-			appendStringInfo(&buf, "\"%s\": " INT64_FORMAT, key, positive_integer(key, &v));
+			appendStringInfo(&buf, "\"%s\": " INT64_FORMAT, key,
+							 positive_integer(key, &v, INT64CONST(1000000000000)));
 		else if (!pg && strcmp(key, "memory") == 0)
 			appendStringInfo(&buf, "\"%s\": \"%s\"", key, size_text(key, &v));
 		else
