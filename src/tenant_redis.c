@@ -81,20 +81,45 @@ set_user(redisContext *c, const char *name, const char *password, bool read_only
 	freeReplyObject(command_argv(c, args));
 }
 
+/*
+ * The instances that need a tenant's ACL user: the primary and its running
+ * replicas (ACLs do not replicate; reads may go to a replica).
+ */
+static List *
+acl_instances(Instance *primary)
+{
+	List	   *list = list_make1(primary);
+	ListCell   *lc;
+
+	foreach(lc, cat_live_instances(primary->deployment_id))
+	{
+		Instance   *inst = lfirst(lc);
+
+		if (inst->id != primary->id && strcmp(inst->status, "running") == 0)
+			list = lappend(list, inst);
+	}
+	return list;
+}
+
 void
 tenant_redis_create(Instance *inst, const char *password, List *tenants)
 {
-	redisContext *c = engine_redis_connect(inst, password);
-	ListCell   *lc;
+	ListCell   *li;
 
-	foreach(lc, tenants)
+	foreach(li, acl_instances(inst))
 	{
-		Tenant	   *t = lfirst(lc);
+		redisContext *c = engine_redis_connect(lfirst(li), password);
+		ListCell   *lc;
 
-		set_user(c, t->name, t->password, t->read_only);
+		foreach(lc, tenants)
+		{
+			Tenant	   *t = lfirst(lc);
+
+			set_user(c, t->name, t->password, t->read_only);
+		}
+		simple(c, "ACL SAVE");
+		redisFree(c);
 	}
-	simple(c, "ACL SAVE");
-	redisFree(c);
 }
 
 /* SCAN the keys matching pattern; calls fn on each batch. */
@@ -138,15 +163,22 @@ unlink_batch(redisContext *c, redisReply *keys, void *arg)
 	freeReplyObject(reply);
 }
 
-/* The user goes (its connections first), then its keys. */
+/* The user goes everywhere (its connections first), then its keys (on the primary). */
 void
 tenant_redis_drop(Instance *inst, const char *password, const char *name)
 {
-	redisContext *c = engine_redis_connect(inst, password);
+	redisContext *c;
+	ListCell   *li;
 
-	freeReplyObject(command_argv(c, list_make4("CLIENT", "KILL", "USER", (char *) name)));
-	freeReplyObject(command_argv(c, list_make3("ACL", "DELUSER", (char *) name)));
-	simple(c, "ACL SAVE");
+	foreach(li, acl_instances(inst))
+	{
+		c = engine_redis_connect(lfirst(li), password);
+		freeReplyObject(command_argv(c, list_make4("CLIENT", "KILL", "USER", (char *) name)));
+		freeReplyObject(command_argv(c, list_make3("ACL", "DELUSER", (char *) name)));
+		simple(c, "ACL SAVE");
+		redisFree(c);
+	}
+	c = engine_redis_connect(inst, password);
 	scan_keys(c, psprintf("%s:*", name), unlink_batch, NULL);
 	redisFree(c);
 }
@@ -154,11 +186,16 @@ tenant_redis_drop(Instance *inst, const char *password, const char *name)
 void
 tenant_redis_set_read_only(Instance *inst, const char *password, Tenant *t, bool read_only)
 {
-	redisContext *c = engine_redis_connect(inst, password);
+	ListCell   *li;
 
-	set_user(c, t->name, t->password, read_only);
-	simple(c, "ACL SAVE");
-	redisFree(c);
+	foreach(li, acl_instances(inst))
+	{
+		redisContext *c = engine_redis_connect(lfirst(li), password);
+
+		set_user(c, t->name, t->password, read_only);
+		simple(c, "ACL SAVE");
+		redisFree(c);
+	}
 }
 
 typedef struct UsageScan
