@@ -22,7 +22,15 @@
 void
 api_enter(ApiCaller *caller)
 {
-	dborch_extension_ready(true);
+	/*
+	 * Once the installed version matched the library, it stays so for this
+	 * backend's life (its library does not change); checked once, as
+	 * connection_string is called thousands of times a second.
+	 */
+	static bool ready = false;
+
+	if (!ready)
+		ready = dborch_extension_ready(true);
 	caller->roleid = GetUserId();
 	caller->name = GetUserNameFromId(caller->roleid, false);
 	caller->is_admin = superuser_arg(caller->roleid) ||
@@ -61,10 +69,14 @@ api_check_owner(ApiCaller *caller, const char *owner, const char *what)
 Deployment *
 api_deployment(ApiCaller *caller, const char *name, bool include_destroyed)
 {
-	Deployment *d;
-
 	dborch_validate_name("deployment", name);
-	d = include_destroyed ? cat_latest_deployment(name) : cat_live_deployment(name);
+	return api_check_deployment(caller, name,
+								include_destroyed ? cat_latest_deployment(name) : cat_live_deployment(name));
+}
+
+Deployment *
+api_check_deployment(ApiCaller *caller, const char *name, Deployment *d)
+{
 	if (d == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),

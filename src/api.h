@@ -37,6 +37,8 @@ extern char *api_text_arg(FunctionCallInfo fcinfo, int argno, const char *what);
  * 42704 when there is none, 42501 when it belongs to another role.
  */
 extern Deployment *api_deployment(ApiCaller *caller, const char *name, bool include_destroyed);
+/* The same checks on a deployment looked up already (d may be NULL). */
+extern Deployment *api_check_deployment(ApiCaller *caller, const char *name, Deployment *d);
 
 /* The URI of a tenant of a deployment (api_tenant.c). */
 extern char *api_tenant_connection_string(Deployment *d, Instance *inst, const char *tenant);

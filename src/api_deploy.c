@@ -7,6 +7,8 @@
  */
 #include "postgres.h"
 
+#include <float.h>
+
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
@@ -212,32 +214,72 @@ dborch_deployment(PG_FUNCTION_ARGS)
 }
 
 /*
- * The instance a read goes to: a healthy replica (running, its latest probe
- * up) chosen by strategy, else the primary.  round_robin counts in shared
- * memory (one counter per deployment id modulo 64), not in a table.
+ * The row of cat_live_deployment_routes() a connection goes to, -1 when
+ * there is none.  Writes go to the primary.  Reads go to a running replica
+ * whose latest probe succeeded (as the prober published it to shared
+ * memory), by strategy, and to the primary when there is none:
+ * round_robin takes the next of a counter in shared memory (one per
+ * deployment id modulo 64), not a table update; least_connections the
+ * fewest connections at the latest probe; response_time the lowest moving
+ * average of probe latency.
  */
-static Instance *
-read_instance(Deployment *d, const char *strategy)
+static int
+route_pick(Deployment *d, CatResult *routes, bool read, const char *strategy)
 {
-	CatResult  *r = cat_read_candidates(d->id);
+	int		   *rows = palloc(sizeof(int) * (routes->nrows + 1));
+	double	   *figure = palloc(sizeof(double) * (routes->nrows + 1));
+	bool		by_connections = strcmp(strategy, "least_connections") == 0;
+	int			primary = -1;
+	int			n = 0;
 	int			pick = 0;
-	int			i;
 
-	if (r->nrows == 0)
-		return cat_primary_instance(d->id);
+	for (int row = 0; row < routes->nrows; row++)
+	{
+		const char *id = cat_value(routes, row, "instance_id");
+
+		if (id != NULL && strcmp(cat_value(routes, row, "role"), "primary") == 0 &&
+			(primary < 0 || strtoi64(id, NULL, 10) <
+			 strtoi64(cat_value(routes, primary, "instance_id"), NULL, 10)))
+			primary = row;
+	}
+	if (!read)
+		return primary;
+
+	LWLockAcquire(dborch_shared->routes_lock, LW_SHARED);
+	for (int row = 0; row < routes->nrows; row++)
+	{
+		const char *id = cat_value(routes, row, "instance_id");
+
+		if (id == NULL || strcmp(cat_value(routes, row, "role"), "replica") != 0)
+			continue;
+		for (int i = 0; i < dborch_shared->nroutes; i++)
+		{
+			RouteHealth *r = &dborch_shared->routes[i];
+			double		value;
+
+			if (r->instance_id != strtoi64(id, NULL, 10))
+				continue;
+			if (r->up)
+			{
+				value = by_connections ? (double) r->connections : r->latency_ms;
+				rows[n] = row;
+				figure[n++] = value < 0 ? DBL_MAX : value;	/* unknown: last */
+			}
+			break;
+		}
+	}
+	LWLockRelease(dborch_shared->routes_lock);
+
+	if (n == 0)
+		return primary;
 	if (strcmp(strategy, "round_robin") == 0)
 		pick = (int) (pg_atomic_fetch_add_u64(&dborch_shared->round_robin[d->id % DBORCH_ROUND_ROBIN_SLOTS], 1)
-					  % r->nrows);
+					  % n);
 	else
-	{
-		const char *column = strcmp(strategy, "least_connections") == 0 ? "connections" : "latency_ms";
-
-		for (i = 1; i < r->nrows; i++)
-			if (strtod(cat_value(r, i, column) ? cat_value(r, i, column) : "1e18", NULL) <
-				strtod(cat_value(r, pick, column) ? cat_value(r, pick, column) : "1e18", NULL))
+		for (int i = 1; i < n; i++)
+			if (figure[i] < figure[pick])
 				pick = i;
-	}
-	return cat_instance(strtoi64(cat_value(r, pick, "id"), NULL, 10));
+	return rows[pick];
 }
 
 /*
@@ -283,8 +325,10 @@ dborch_connection_string(PG_FUNCTION_ARGS)
 	bool		read = strcmp(intent, "read") == 0;
 	ApiCaller	caller;
 	Deployment *d;
+	CatResult  *routes;
+	int			row;
 	Instance   *inst;
-	char	   *password;
+	const char *password;
 	char	   *uri;
 
 	if (!read && strcmp(intent, "write") != 0)
@@ -301,8 +345,9 @@ dborch_connection_string(PG_FUNCTION_ARGS)
 	if (tenant != NULL)
 		dborch_validate_name("tenant", tenant);
 
+	dborch_validate_name("deployment", name);
 	api_enter(&caller);
-	d = api_deployment(&caller, name, false);
+	d = api_check_deployment(&caller, name, cat_live_deployment_routes(name, &routes));
 	if (tenant != NULL && cat_live_tenant(d->id, tenant) == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -317,12 +362,18 @@ dborch_connection_string(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("multi-host connection strings are for PostgreSQL deployments")));
-	inst = read ? read_instance(d, strategy) : cat_primary_instance(d->id);
-	password = cat_secret(d->id, "password");
-	if (inst == NULL || password == NULL)
+	row = route_pick(d, routes, read, strategy);
+	password = cat_value(routes, 0, "password");
+	if (row < 0 || password == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("deployment \"%s\" has no running instance", name)));
+	inst = palloc0(sizeof(Instance));
+	inst->id = strtoi64(cat_value(routes, row, "instance_id"), NULL, 10);
+	inst->deployment_id = d->id;
+	inst->role = pstrdup(cat_value(routes, row, "role"));
+	inst->host = pstrdup(cat_value(routes, row, "host"));
+	inst->port = atoi(cat_value(routes, row, "port"));
 	if (tenant != NULL)
 		uri = api_tenant_connection_string(d, inst, tenant);
 	else if (multi_host)

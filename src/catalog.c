@@ -385,6 +385,28 @@ cat_live_deployment(const char *name)
 									 1, name));
 }
 
+/*
+ * connection_string's one query: the live deployment of this name, and in
+ * *routes a row for each instance a connection may go to (its primary,
+ * whatever its status, and its running replicas: instance_id, role, host,
+ * port) with the deployment's password; instance_id is null when there
+ * is none.
+ */
+Deployment *
+cat_live_deployment_routes(const char *name, CatResult **routes)
+{
+	*routes = cat_query("SELECT " DEPLOYMENT_COLUMNS ","
+						" (SELECT s.value FROM dborch.secrets s"
+						"   WHERE s.deployment_id = d.id AND s.name = 'password') AS password,"
+						" i.id AS instance_id, i.role, i.host, i.port"
+						" FROM dborch.deployments d LEFT JOIN dborch.instances i"
+						"  ON i.deployment_id = d.id AND i.status <> 'destroyed'"
+						"  AND (i.role = 'primary' OR i.status = 'running')"
+						" WHERE d.name = $1 AND d.status <> 'destroyed'",
+						1, name);
+	return deployment_from(*routes);
+}
+
 /* The live deployment of this name, else the last destroyed one. */
 Deployment *
 cat_latest_deployment(const char *name)
@@ -2064,20 +2086,3 @@ cat_autoscale(int64 deployment_id, const char *owner, int replicas, int want, co
 					   metric, value, replicas, want));
 }
 
-/*
- * Replicas a read may go to: running, their latest probe up; with their
- * latest connections and the average latency of the last minute.
- */
-CatResult *
-cat_read_candidates(int64 deployment_id)
-{
-	return cat_query("SELECT i.id, p.connections,"
-					 " (SELECT avg(l.latency_ms) FROM dborch.probes l WHERE l.instance_id = i.id AND l.up"
-					 "  AND l.at > pg_catalog.clock_timestamp() - interval '1 minute') AS latency_ms"
-					 " FROM dborch.instances i"
-					 " CROSS JOIN LATERAL (SELECT s.up, s.connections FROM dborch.probes s"
-					 "   WHERE s.instance_id = i.id ORDER BY s.at DESC LIMIT 1) p"
-					 " WHERE i.deployment_id = $1::bigint AND i.role = 'replica' AND i.status = 'running'"
-					 " AND p.up ORDER BY i.id",
-					 1, cat_i64(deployment_id));
-}

@@ -111,6 +111,7 @@ extern Oid	cat_owner_oid(void);
 
 /* deployments */
 extern Deployment *cat_live_deployment(const char *name);
+extern Deployment *cat_live_deployment_routes(const char *name, CatResult **routes);
 extern Deployment *cat_latest_deployment(const char *name);
 extern Deployment *cat_deployment(int64 id);
 extern Datum cat_deployment_row(int64 id);
@@ -243,7 +244,6 @@ extern Datum cat_set_autoscale(int64 deployment_id, const char *policy, const ch
 							   double down, int min_replicas, int max_replicas, const char *cooldown);
 extern bool cat_has_autoscale(void);
 extern CatResult *cat_autoscale_decisions(void);
-extern CatResult *cat_read_candidates(int64 deployment_id);
 extern void cat_autoscale(int64 deployment_id, const char *owner, int replicas, int want,
 						  const char *metric, const char *value);
 

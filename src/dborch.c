@@ -339,6 +339,7 @@ dborch_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(DborchShared)));
+	RequestNamedLWLockTranche("dborch", 1);
 }
 
 static void
@@ -355,6 +356,7 @@ dborch_shmem_startup(void)
 	{
 		memset(dborch_shared, 0, sizeof(DborchShared));
 		SpinLockInit(&dborch_shared->mutex);
+		dborch_shared->routes_lock = &GetNamedLWLockTranche("dborch")[0].lock;
 		ConditionVariableInit(&dborch_shared->state_cv);
 		pg_atomic_init_u64(&dborch_shared->probe_generation, 1);
 		pg_atomic_init_u32(&dborch_shared->probe_now, 0);

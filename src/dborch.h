@@ -11,6 +11,7 @@
 #include "port/atomics.h"
 #include "storage/condition_variable.h"
 #include "storage/latch.h"
+#include "storage/lwlock.h"
 #include "storage/spin.h"
 #include "utils/wait_event.h"
 
@@ -64,6 +65,7 @@ extern int	dborch_warm_pool_size;
  */
 #define DBORCH_MAX_JOB_WORKERS	64
 #define DBORCH_ROUND_ROBIN_SLOTS 64
+#define DBORCH_MAX_ROUTES		1024
 
 typedef struct JobSlot
 {
@@ -75,6 +77,19 @@ typedef struct JobSlot
 	pg_atomic_uint64 bytes_done;	/* progress of the job, where known */
 	pg_atomic_uint64 bytes_total;
 } JobSlot;
+
+/*
+ * Health of one instance as the prober saw it at its latest flush: what
+ * read routing (connection_string(intent => 'read')) picks from without a
+ * query of dborch.probes.
+ */
+typedef struct RouteHealth
+{
+	int64		instance_id;
+	bool		up;				/* the latest probe succeeded */
+	int64		connections;	/* from the latest probe, -1 when unknown */
+	double		latency_ms;		/* moving average of probe latency, -1 when unknown */
+} RouteHealth;
 
 /* Shared memory: how backends and workers find and wake each other. */
 typedef struct DborchShared
@@ -96,6 +111,10 @@ typedef struct DborchShared
 	JobSlot		job_slots[DBORCH_MAX_JOB_WORKERS];
 	/* round-robin counters of read routing, by deployment id modulo their number */
 	pg_atomic_uint64 round_robin[DBORCH_ROUND_ROBIN_SLOTS];
+	/* written by the prober, read by connection_string; under routes_lock */
+	LWLock	   *routes_lock;
+	int			nroutes;
+	RouteHealth routes[DBORCH_MAX_ROUTES];
 } DborchShared;
 
 extern DborchShared *dborch_shared;

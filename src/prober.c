@@ -127,6 +127,8 @@ typedef struct Target
 	char	   *last_error;
 	bool		have_sample;
 	Sample		sample;
+	bool		latest_up;		/* the latest probe succeeded */
+	double		latency_avg;	/* moving average of probe latency, -1 before the first */
 } Target;
 
 /* A health transition to write at the next flush. */
@@ -243,6 +245,10 @@ probe_succeeded(Target *t, Sample *s)
 	s->latency_ms = (GetCurrentTimestamp() - t->sent_at) / 1000.0;
 	t->sample = *s;
 	t->have_sample = true;
+	t->latest_up = true;
+	/* weight 1/8 for the new sample, as TCP smooths its round-trip time */
+	t->latency_avg = t->latency_avg < 0 ? s->latency_ms
+		: t->latency_avg + (s->latency_ms - t->latency_avg) / 8;
 	t->failures = 0;
 	t->phase = PHASE_IDLE;
 	t->next_at = t->started_at + dborch_probe_interval_ms;
@@ -272,6 +278,7 @@ record_error_sample(Target *t, bool up, const char *error)
 	s.error = t->last_error;
 	t->sample = s;
 	t->have_sample = true;
+	t->latest_up = false;
 }
 
 /*
@@ -825,6 +832,7 @@ reload_targets(void)
 			t->wes_pos = -1;
 			t->phase = PHASE_DISCONNECTED;
 			t->next_at = 0;
+			t->latency_avg = -1;
 			targets = lappend(targets, t);
 			wes_dirty = true;
 			MemoryContextSwitchTo(old);
@@ -855,6 +863,35 @@ append_number(StringInfo buf, const char *key, int64 value)
 {
 	if (value >= 0)
 		appendStringInfo(buf, ", \"%s\": " INT64_FORMAT, key, value);
+}
+
+/*
+ * Publish what read routing needs of every target to shared memory: only a
+ * target whose latest probe succeeded is up (a refused login is up for
+ * PQping, not an instance to send clients to).
+ */
+static void
+publish_routes(void)
+{
+	ListCell   *lc;
+	int			n = 0;
+
+	LWLockAcquire(dborch_shared->routes_lock, LW_EXCLUSIVE);
+	foreach(lc, targets)
+	{
+		Target	   *t = lfirst(lc);
+		RouteHealth *r;
+
+		if (n == DBORCH_MAX_ROUTES)
+			break;
+		r = &dborch_shared->routes[n++];
+		r->instance_id = t->instance_id;
+		r->up = t->latest_up && !t->down;
+		r->connections = t->sample.connections;
+		r->latency_ms = t->latency_avg;
+	}
+	dborch_shared->nroutes = n;
+	LWLockRelease(dborch_shared->routes_lock);
 }
 
 /*
@@ -924,6 +961,7 @@ flush(void)
 	}
 	appendStringInfoChar(&buf, ']');
 	pg_atomic_write_u32(&dborch_shared->prober_connected, connected);
+	publish_routes();
 
 	next_flush_at = dborch_now_ms() + dborch_probe_interval_ms;
 	PG_TRY();
