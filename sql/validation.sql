@@ -85,8 +85,8 @@ ORDER BY i;
 SELECT * FROM dborch_test.error_report($$SELECT dborch.deploy('orders', 'mysql')$$);
 
 --
--- Options (22023): an object with the keys environment, memory, ttl and
--- version only.
+-- Options (22023): an object with the keys environment, max_connections,
+-- memory, ttl and version only.
 --
 SELECT options,
 	   dborch_test.expect_error(format('SELECT dborch.deploy(''orders'', ''postgres'', %L)', options)) AS result
@@ -137,6 +137,16 @@ FROM (VALUES (1, '{"environment": "prod"}'), (2, '{"environment": "Production"}'
 ORDER BY i;
 SELECT * FROM dborch_test.error_report($$SELECT dborch.deploy('orders', 'postgres', '{"environment": "prod"}')$$);
 
+-- max_connections: a whole number from 10 to 10000, as a number or a string.
+SELECT options,
+	   dborch_test.expect_error(format('SELECT dborch.deploy(''orders'', ''postgres'', %L)', options)) AS result
+FROM (VALUES (1, '{"max_connections": 9}'), (2, '{"max_connections": 10001}'),
+			 (3, '{"max_connections": 10.5}'), (4, '{"max_connections": "20 conns"}'),
+			 (5, '{"max_connections": ""}'), (6, '{"max_connections": -20}'),
+			 (7, '{"max_connections": true}'), (8, '{"max_connections": null}')) AS v(i, options)
+ORDER BY i;
+SELECT * FROM dborch_test.error_report($$SELECT dborch.deploy('orders', 'postgres', '{"max_connections": 9}')$$);
+
 -- version: one the engine supports (postgres 15, redis 7).
 SELECT engine, options,
 	   dborch_test.expect_error(format('SELECT dborch.deploy(''orders'', %L, %L)', engine, options)) AS result
@@ -160,12 +170,12 @@ SELECT name, engine, environment, spec, memory_bytes, status,
 	   CASE WHEN expires_at IS NULL THEN 'never'
 			WHEN expires_at = created_at + (spec->>'ttl')::interval THEN 'created_at + ttl'
 	   END AS expires
-FROM dborch.deploy('pg2', 'postgres', '{"version": 15, "memory": "16MB", "environment": "staging", "ttl": "P1DT2H"}');
+FROM dborch.deploy('pg2', 'postgres', '{"version": 15, "memory": "16MB", "environment": "staging", "ttl": "P1DT2H", "max_connections": 10000}');
 SELECT name, engine, environment, spec, memory_bytes, status,
 	   CASE WHEN expires_at IS NULL THEN 'never'
 			WHEN expires_at = created_at + (spec->>'ttl')::interval THEN 'created_at + ttl'
 	   END AS expires
-FROM dborch.deploy('cache1', 'redis', '{"version": "7", "memory": "4096kB", "ttl": "100 years"}');
+FROM dborch.deploy('cache1', 'redis', '{"version": "7", "memory": "4096kB", "ttl": "100 years", "max_connections": "50"}');
 SELECT name, engine, environment, spec, memory_bytes, status,
 	   CASE WHEN expires_at IS NULL THEN 'never'
 			WHEN expires_at = created_at + (spec->>'ttl')::interval THEN 'created_at + ttl'

@@ -870,7 +870,7 @@ cat_event(const char *actor, int64 deployment_id, int64 job_id,
 #define INSTANCE_QUERY \
 	"SELECT i.id, i.deployment_id, d.name AS deployment_name, d.engine," \
 	" d.spec->>'version' AS version, i.role, i.host, i.port, i.data_directory," \
-	" i.pid, i.status, d.memory_bytes" \
+	" i.pid, i.status, d.memory_bytes, d.spec->>'max_connections' AS max_connections" \
 	" FROM dborch.instances i JOIN dborch.deployments d ON d.id = i.deployment_id"
 
 static Instance *
@@ -890,6 +890,7 @@ instance_from(CatResult *r, int row)
 	i->pid = (int) cat_int64(r, row, "pid");
 	i->status = cat_str(r, row, "status");
 	i->memory_bytes = cat_int64(r, row, "memory_bytes");
+	i->max_connections = cat_value(r, row, "max_connections") ? atoi(cat_value(r, row, "max_connections")) : 0;
 	return i;
 }
 
@@ -2050,7 +2051,8 @@ cat_autoscale_decisions(void)
 					 "           AND r.status <> 'destroyed')::int AS replicas,"
 					 "          (SELECT avg(CASE p.metric"
 					 "                     WHEN 'connections' THEN s.connections::float8"
-					 "                          / CASE d.engine WHEN 'postgres' THEN 100 ELSE 10000 END"
+					 "                          / coalesce((d.spec->>'max_connections')::float8,"
+					 "                                     CASE d.engine WHEN 'postgres' THEN 100 ELSE 10000 END)"
 					 "                     WHEN 'cpu' THEN s.cpu_percent / 100"
 					 "                     ELSE coalesce(s.used_memory_bytes, s.rss_bytes)::float8 / d.memory_bytes END)"
 					 "           FROM dborch.probes s JOIN dborch.instances i ON i.id = s.instance_id"

@@ -48,6 +48,7 @@ typedef struct Instance
 	int			pid;
 	char	   *status;
 	int64		memory_bytes;
+	int			max_connections;	/* of the deployment's spec; 0: the engine's default */
 } Instance;
 
 typedef struct Job

@@ -164,6 +164,8 @@ postgres_configure_network(Instance *inst)
 						conf, primary->directory, primary->port, inst->deployment_name, inst->id, inst->id);
 		dborch_write_file(psprintf("%s/standby.signal", datadir), "", 0600);
 	}
+	if (inst->max_connections > 0)
+		conf = psprintf("%smax_connections = %d\n", conf, inst->max_connections);
 	dborch_write_file(psprintf("%s/dborch.conf", datadir), conf, 0600);
 
 	conf = dborch_read_file(main_conf, false);

@@ -59,6 +59,9 @@ redis_configure_network(Instance *inst)
 					dborch_path_exists(psprintf("%s/aof-pending", inst->directory)) ? "no" : "yes",
 					inst->memory_bytes, inst->directory);
 
+	if (inst->max_connections > 0)
+		conf = psprintf("%smaxclients %d\n", conf, inst->max_connections);
+
 	/* a replica follows the current primary as its default user */
 	if (strcmp(inst->role, "replica") == 0)
 	{

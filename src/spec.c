@@ -28,7 +28,9 @@
 
 #define DEFAULT_MEMORY		(INT64CONST(128) * 1024 * 1024)
 #define MAX_MEMORY			(INT64CONST(1024) * 1024 * 1024 * 1024)
-#define VALID_OPTIONS		"environment, memory, ttl, version"
+#define VALID_OPTIONS		"environment, max_connections, memory, ttl, version"
+#define MIN_CONNECTIONS		10
+#define MAX_CONNECTIONS		10000
 
 static void
 option_error(const char *option, const char *value, const char *detail, const char *hint)
@@ -50,7 +52,7 @@ option_text(const char *option, JsonbValue *v, bool numbers_ok)
 		return DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("option \"%s\" must be a string", option)));
+			 errmsg("option \"%s\" must be a %s", option, numbers_ok ? "number or a string" : "string")));
 	return NULL;				/* keep compiler quiet */
 }
 
@@ -202,6 +204,7 @@ spec_parse(const EngineOps *engine, Jsonb *options, DeploySpec *spec)
 	spec->memory_bytes = DEFAULT_MEMORY;
 	spec->environment = "development";
 	spec->ttl = NULL;
+	spec->max_connections = 0;
 
 	if (options != NULL)
 	{
@@ -251,6 +254,18 @@ spec_parse(const EngineOps *engine, Jsonb *options, DeploySpec *spec)
 			}
 			else if (strcmp(key, "ttl") == 0)
 				spec->ttl = parse_ttl(option_text(key, &v, false));
+			else if (strcmp(key, "max_connections") == 0)
+			{
+				char	   *text = option_text(key, &v, true);
+				char	   *end;
+				long		n = strtol(text, &end, 10);
+
+				if (*text == '\0' || *end != '\0' || n < MIN_CONNECTIONS || n > MAX_CONNECTIONS)
+					option_error(key, quote_literal_cstr(text), NULL,
+								 psprintf("Use a whole number from %d to %d.", MIN_CONNECTIONS,
+										  MAX_CONNECTIONS));
+				spec->max_connections = (int) n;
+			}
 			else
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -274,6 +289,8 @@ spec_parse(const EngineOps *engine, Jsonb *options, DeploySpec *spec)
 	append_member(&buf, "environment", spec->environment);
 	if (spec->ttl)
 		append_member(&buf, "ttl", spec->ttl);
+	if (spec->max_connections > 0)
+		appendStringInfo(&buf, ", \"max_connections\": %d", spec->max_connections);
 	appendStringInfoChar(&buf, '}');
 
 	/* the text jsonb itself prints, so specs compare as strings */

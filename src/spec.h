@@ -16,6 +16,7 @@ typedef struct DeploySpec
 	int64		memory_bytes;
 	const char *environment;
 	char	   *ttl;			/* normalized interval text, or NULL */
+	int			max_connections;	/* 0: the engine's default (100, Redis 10000) */
 	char	   *json;			/* the whole spec, canonical jsonb text */
 } DeploySpec;
 
