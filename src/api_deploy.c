@@ -116,13 +116,13 @@ is_transitional(const char *status)
 {
 	return strcmp(status, "pending") == 0 || strcmp(status, "provisioning") == 0 ||
 		strcmp(status, "stopping") == 0 || strcmp(status, "starting") == 0 ||
-		strcmp(status, "destroying") == 0;
+		strcmp(status, "destroying") == 0 || strcmp(status, "restoring") == 0;
 }
 
 /*
  * dborch.wait(name, timeout): block until the deployment leaves pending,
- * provisioning, stopping, starting and destroying.  Errors if it failed or
- * on timeout.
+ * provisioning, stopping, starting, restoring and destroying, and no scale
+ * or failover job of it runs or is due.  Errors if it failed or on timeout.
  */
 Datum
 dborch_wait(PG_FUNCTION_ARGS)
@@ -132,6 +132,7 @@ dborch_wait(PG_FUNCTION_ARGS)
 	int64		deadline;
 	ApiCaller	caller;
 	Deployment *d;
+	int64		job = 0;
 	Datum		row;
 
 	if (PG_ARGISNULL(1))
@@ -153,14 +154,15 @@ dborch_wait(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("deployment \"%s\" failed", name),
 					 errdetail("%s", d->last_error ? d->last_error : "no error recorded")));
-		if (!is_transitional(d->status))
+		if (!is_transitional(d->status) && (job = cat_reshaping_job(d->id)) == 0)
 			break;
 		if (!api_wait_sleep(deadline))
 			ereport(ERROR,
 					(errcode(ERRCODE_QUERY_CANCELED),
 					 errmsg("timed out after " INT64_FORMAT " ms waiting for deployment \"%s\"",
 							timeout_ms, name),
-					 errdetail("It is still %s.", d->status),
+					 is_transitional(d->status) ? errdetail("It is still %s.", d->status)
+					 : errdetail("Its job " INT64_FORMAT " is not finished.", job),
 					 errhint("Its progress is in dborch.jobs and dborch.events.")));
 	}
 	api_wait_end();

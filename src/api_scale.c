@@ -148,8 +148,16 @@ dborch_scale(PG_FUNCTION_ARGS)
 					 errmsg("a %s deployment needs at least %s of memory", d->engine,
 							spec_format_size(engine_get(d->engine)->min_memory))));
 		memory -= memory % 1024;
-		if (memory > d->memory_bytes)
-			api_check_quota(d->owner, memory - d->memory_bytes, false);
+	}
+
+	/* every instance, replicas too, counts against the owner's memory quota */
+	{
+		int			have = Max(list_length(cat_live_instances(d->id)), 1);
+		int			after = replicas >= 0 ? replicas + 1 : have;
+		int64		extra = (memory > 0 ? memory : d->memory_bytes) * after - d->memory_bytes * have;
+
+		if (extra > 0)
+			api_check_quota(d->owner, extra, false);
 	}
 
 	if (replicas >= 0)

@@ -451,14 +451,19 @@ cat_insert_deployment(const char *name, const char *engine, const char *owner,
 	return cat_int64(r, 0, "id");
 }
 
-/* Deployments and memory an owner holds now (failed and destroyed ones hold nothing). */
+/*
+ * Deployments and memory an owner holds now: a deployment's memory once per
+ * live instance, replicas included (failed and destroyed ones hold nothing).
+ */
 void
 cat_owner_usage(const char *owner, int64 *deployments, int64 *memory_bytes)
 {
 	CatResult  *r = cat_query("SELECT pg_catalog.count(*) AS n,"
-							  " coalesce(pg_catalog.sum(memory_bytes), 0) AS mem"
-							  " FROM dborch.deployments"
-							  " WHERE owner = $1::name AND status NOT IN ('destroyed', 'failed')",
+							  " coalesce(pg_catalog.sum(d.memory_bytes * GREATEST(1,"
+							  "   (SELECT pg_catalog.count(*) FROM dborch.instances i"
+							  "     WHERE i.deployment_id = d.id AND i.status <> 'destroyed'))), 0) AS mem"
+							  " FROM dborch.deployments d"
+							  " WHERE d.owner = $1::name AND d.status NOT IN ('destroyed', 'failed')",
 							  1, owner);
 
 	*deployments = cat_int64(r, 0, "n");
@@ -641,6 +646,23 @@ cat_unfinished_job(int64 deployment_id, const char *kind)
 							  " AND kind = $2 AND state IN ('queued', 'running')"
 							  " ORDER BY id DESC LIMIT 1",
 							  2, cat_i64(deployment_id), kind);
+
+	return r->nrows ? cat_int64(r, 0, "id") : 0;
+}
+
+/*
+ * The id of a scale or failover job of a deployment that runs or is due (or
+ * waits to be retried), or 0: what dborch.wait() waits for besides the
+ * status.  A change deferred to a maintenance window does not count.
+ */
+int64
+cat_reshaping_job(int64 deployment_id)
+{
+	CatResult  *r = cat_query("SELECT id FROM dborch.jobs WHERE deployment_id = $1::bigint"
+							  " AND kind IN ('scale', 'failover') AND (state = 'running'"
+							  "  OR (state = 'queued' AND (not_before <= pg_catalog.now() OR attempts > 0)))"
+							  " ORDER BY id LIMIT 1",
+							  1, cat_i64(deployment_id));
 
 	return r->nrows ? cat_int64(r, 0, "id") : 0;
 }
@@ -1330,18 +1352,16 @@ cat_queue_job_after(const char *kind, int64 deployment_id, const char *owner, co
 	return id;
 }
 
-/* The new size of a deployment: memory and replicas in its spec and columns. */
+/*
+ * The memory a deployment runs with after a scale.  Its spec stays what
+ * deploy() was asked, so that deploy() with the same options stays a no-op.
+ */
 void
-cat_set_deployment_shape(int64 id, int64 memory_bytes, const char *memory_text, int replicas)
+cat_set_deployment_memory(int64 id, int64 memory_bytes)
 {
-	cat_query("UPDATE dborch.deployments SET updated_at = pg_catalog.now(),"
-			  " memory_bytes = CASE WHEN $2::bigint > 0 THEN $2::bigint ELSE memory_bytes END,"
-			  " spec = spec || CASE WHEN $2::bigint > 0 THEN pg_catalog.jsonb_build_object('memory', $3)"
-			  "                     ELSE '{}' END"
-			  "             || CASE WHEN $4::int >= 0 THEN pg_catalog.jsonb_build_object('replicas', $4::int)"
-			  "                     ELSE '{}' END"
+	cat_query("UPDATE dborch.deployments SET updated_at = pg_catalog.now(), memory_bytes = $2::bigint"
 			  " WHERE id = $1::bigint",
-			  4, cat_i64(id), cat_i64(memory_bytes), memory_text, psprintf("%d", replicas));
+			  2, cat_i64(id), cat_i64(memory_bytes));
 }
 
 /*

@@ -133,6 +133,7 @@ extern int64 cat_queue_job(const char *kind, int64 deployment_id, const char *ow
 extern Job *cat_job(int64 id);
 extern Datum cat_job_row(int64 id);
 extern int64 cat_unfinished_job(int64 deployment_id, const char *kind);
+extern int64 cat_reshaping_job(int64 deployment_id);
 extern int64 cat_unfinished_kind(const char *kind);
 extern void cat_cancel_unfinished_jobs(int64 deployment_id);
 extern bool cat_cancel_job(int64 id);
@@ -160,8 +161,7 @@ extern void cat_set_instance_role(int64 id, const char *role);
 extern void cat_refresh_deployment_status(int64 deployment_id);
 extern int64 cat_queue_job_after(const char *kind, int64 deployment_id, const char *owner,
 								 const char *args, int delay_ms);
-extern void cat_set_deployment_shape(int64 id, int64 memory_bytes, const char *memory_text,
-									 int replicas);
+extern void cat_set_deployment_memory(int64 id, int64 memory_bytes);
 extern Instance *cat_move_instance_port(Instance *inst, int low_port, int high_port);
 extern void cat_set_instance_status(int64 id, const char *status, int pid);
 extern bool cat_port_taken(int port);

@@ -245,7 +245,7 @@ stage_memory(JobContext *ctx)
 
 	if (memory <= 0)
 		return;
-	cat_set_deployment_shape(ctx->deployment_id, memory, cat_json_text(ctx->args, "memory"), -1);
+	cat_set_deployment_memory(ctx->deployment_id, memory);
 	primary = primary_of(ctx->deployment_id);
 	if (strcmp(primary->engine, "redis") == 0)
 	{
@@ -295,7 +295,6 @@ stage_scale_finalize(JobContext *ctx)
 {
 	int			replicas = list_length(replicas_of(ctx->deployment_id));
 
-	cat_set_deployment_shape(ctx->deployment_id, 0, NULL, replicas);
 	cat_refresh_deployment_status(ctx->deployment_id);
 	cat_event(DBORCH_ACTOR, ctx->deployment_id, ctx->job_id, "scaled",
 			  psprintf("%d replicas", replicas), ctx->args);
