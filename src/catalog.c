@@ -1940,6 +1940,15 @@ cat_tenant_dropped(int64 id)
 			  1, cat_i64(id));
 }
 
+/* The tenants of a destroyed deployment are dropped with it. */
+void
+cat_drop_tenants_of(int64 deployment_id)
+{
+	cat_query("UPDATE dborch.tenants SET status = 'dropped', updated_at = pg_catalog.clock_timestamp()"
+			  " WHERE deployment_id = $1::bigint AND status <> 'dropped'",
+			  1, cat_i64(deployment_id));
+}
+
 /* Deployments in service with active tenants that have a quota. */
 List *
 cat_tenant_usage_deployments(void)

@@ -50,8 +50,9 @@ remove_data(int64 deployment_id)
 }
 
 /*
- * Free the ports (destroyed instances leave the unique index) and secrets;
- * the backup passphrase stays while backups do.
+ * Free the ports (destroyed instances leave the unique index) and secrets,
+ * tenants' too (the tenants are dropped); the backup passphrase stays
+ * while backups do.
  */
 static void
 release(int64 deployment_id)
@@ -60,6 +61,7 @@ release(int64 deployment_id)
 
 	foreach(lc, cat_live_instances(deployment_id))
 		cat_set_instance_status(((Instance *) lfirst(lc))->id, "destroyed", -1);
+	cat_drop_tenants_of(deployment_id);
 	cat_delete_secrets(deployment_id, true);
 }
 

@@ -152,8 +152,31 @@ tenant_pg_drop(Instance *inst, const char *name)
 }
 
 /*
+ * A statement that takes EXECUTE on the schema's SECURITY DEFINER routines
+ * from everyone but their owner: they run as the owner role, so a read-only
+ * tenant could write through them.  (Functions are executable by PUBLIC
+ * unless revoked.)
+ */
+static char *
+revoke_definer_routines(const char *name)
+{
+	return psprintf("DO $dborch$\n"
+					"DECLARE r regprocedure;\n"
+					"BEGIN\n"
+					"  FOR r IN SELECT p.oid FROM pg_catalog.pg_proc p"
+					"   WHERE p.pronamespace = %s::regnamespace AND p.prosecdef LOOP\n"
+					"    EXECUTE pg_catalog.format('REVOKE EXECUTE ON ROUTINE %%s FROM PUBLIC, %%I', r, %s);\n"
+					"  END LOOP;\n"
+					"END\n"
+					"$dborch$;\n",
+					quote_literal_cstr(quote_identifier(name)), quote_literal_cstr(name));
+}
+
+/*
  * Read-only: the login role leaves the owner role and keeps SELECT, DELETE
- * and TRUNCATE (deleting brings usage down); writable: the other way round.
+ * and TRUNCATE (deleting brings usage down), and no one else may call the
+ * SECURITY DEFINER routines of the schema; writable: the login role is
+ * back in the owner role (which calls them as their owner).
  * Either way its sessions end, so the next ones start with the new rights.
  */
 void
@@ -170,8 +193,10 @@ tenant_pg_set_read_only(Instance *inst, const char *name, bool read_only)
 								  "GRANT USAGE ON SCHEMA %s TO %s;\n"
 								  "GRANT SELECT, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA %s TO %s;\n"
 								  "GRANT SELECT ON ALL SEQUENCES IN SCHEMA %s TO %s;\n"
+								  "%s"
 								  "COMMIT;",
-								  owner, login, login, login, login, login, login, login, login));
+								  owner, login, login, login, login, login, login, login, login,
+								  revoke_definer_routines(name)));
 	else
 		admin_exec(conn, psprintf("BEGIN;\n"
 								  "REVOKE ALL ON ALL TABLES IN SCHEMA %s FROM %s;\n"

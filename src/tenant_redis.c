@@ -20,10 +20,16 @@
 
 #define BATCH 1000
 
-/* Everything but the tenant's own keys and channels, and keyspace-wide or admin commands. */
+/*
+ * Everything on the tenant's own keys and channels; nothing keyspace-wide,
+ * administrative, or server-wide that other tenants share: the channel
+ * list (PUBSUB), function libraries (FUNCTION, FCALL) and the script cache
+ * (SCRIPT FLUSH, SCRIPT KILL).
+ */
 static const char *const tenant_rules[] = {
 	"reset", "on", "+@all", "-@admin", "-@dangerous", "-keys", "-scan", "-randomkey",
 	"-flushall", "-flushdb", "-config", "-debug", "-dbsize", "-select", "-swapdb", "-move",
+	"-pubsub", "-function", "-fcall", "-fcall_ro", "-script|flush", "-script|kill",
 	NULL
 };
 
@@ -344,60 +350,164 @@ tenant_redis_copy(Instance *source, const char *source_password,
 	redisFree(s);
 }
 
-typedef struct FingerprintScan
+/* A key as Redis has it: binary-safe. */
+typedef struct RedisKey
 {
-	List	   *keys;
-} FingerprintScan;
+	char	   *str;
+	size_t		len;
+} RedisKey;
 
 static void
 collect_batch(redisContext *c, redisReply *keys, void *arg)
 {
-	FingerprintScan *f = arg;
+	List	  **list = arg;
 
 	for (size_t i = 0; i < keys->elements; i++)
-		f->keys = lappend(f->keys, pnstrdup(keys->element[i]->str, keys->element[i]->len));
+	{
+		RedisKey   *k = palloc(sizeof(RedisKey));
+
+		k->len = keys->element[i]->len;
+		k->str = palloc(k->len + 1);
+		memcpy(k->str, keys->element[i]->str, k->len + 1);
+		*list = lappend(*list, k);
+	}
 }
 
 static int
-compare_strings(const ListCell *a, const ListCell *b)
+compare_bytes(const char *a, size_t alen, const char *b, size_t blen)
 {
-	return strcmp(lfirst(a), lfirst(b));
+	int			c = memcmp(a, b, Min(alen, blen));
+
+	return c != 0 ? c : (alen > blen) - (alen < blen);
+}
+
+static int
+compare_keys(const ListCell *a, const ListCell *b)
+{
+	RedisKey   *x = lfirst(a);
+	RedisKey   *y = lfirst(b);
+
+	return compare_bytes(x->str, x->len, y->str, y->len);
+}
+
+/* Elements of a reply by their bytes (a hash's pairs by field: fields are unique). */
+static int
+compare_elements(const void *a, const void *b)
+{
+	const redisReply *x = *(redisReply *const *) a;
+	const redisReply *y = *(redisReply *const *) b;
+
+	return compare_bytes(x->str, x->len, y->str, y->len);
+}
+
+/* Each element, its length first, into the digest. */
+static void
+digest_elements(EVP_MD_CTX *sha, redisReply **elements, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+	{
+		uint64		len = elements[i]->len;
+
+		EVP_DigestUpdate(sha, &len, sizeof(len));
+		if (elements[i]->str)
+			EVP_DigestUpdate(sha, elements[i]->str, elements[i]->len);
+	}
 }
 
 /*
- * Key count and SHA-256 over the sorted keys with their DUMP payloads:
- * equal on both sides when the values are equal (same Redis version).
+ * The value of a key as it reads, not as it is stored: sets and hashes in
+ * sorted order, because their encoding (and so DUMP) follows each
+ * process's hash order.  Streams and module types go by DUMP.
+ */
+static const char *
+value_command(const char *type)
+{
+	if (strcmp(type, "string") == 0)
+		return "GET %b";
+	if (strcmp(type, "list") == 0)
+		return "LRANGE %b 0 -1";
+	if (strcmp(type, "set") == 0)
+		return "SMEMBERS %b";
+	if (strcmp(type, "zset") == 0)
+		return "ZRANGE %b 0 -1 WITHSCORES";
+	if (strcmp(type, "hash") == 0)
+		return "HGETALL %b";
+	return "DUMP %b";
+}
+
+/* Pipelined: TYPE of each key of a batch, then its value; into the digest in order. */
+static void
+fingerprint_batch(redisContext *c, EVP_MD_CTX *sha, RedisKey **keys, int n)
+{
+	redisReply **types = palloc(sizeof(redisReply *) * n);
+
+	for (int i = 0; i < n; i++)
+		redisAppendCommand(c, "TYPE %b", keys[i]->str, keys[i]->len);
+	for (int i = 0; i < n; i++)
+		if (redisGetReply(c, (void **) &types[i]) != REDIS_OK || types[i]->type != REDIS_REPLY_STATUS)
+			ereport(ERROR, (errmsg("redis TYPE failed: %s", c->errstr)));
+	for (int i = 0; i < n; i++)
+		redisAppendCommand(c, value_command(types[i]->str), keys[i]->str, keys[i]->len);
+	for (int i = 0; i < n; i++)
+	{
+		redisReply *value;
+		uint64		len = keys[i]->len;
+
+		if (redisGetReply(c, (void **) &value) != REDIS_OK || value->type == REDIS_REPLY_ERROR)
+			ereport(ERROR, (errmsg("redis read of a key failed: %s", value ? value->str : c->errstr)));
+		EVP_DigestUpdate(sha, &len, sizeof(len));
+		EVP_DigestUpdate(sha, keys[i]->str, keys[i]->len);
+		EVP_DigestUpdate(sha, types[i]->str, strlen(types[i]->str) + 1);
+		if (value->type == REDIS_REPLY_ARRAY)
+		{
+			if (strcmp(types[i]->str, "set") == 0)
+				qsort(value->element, value->elements, sizeof(redisReply *), compare_elements);
+			else if (strcmp(types[i]->str, "hash") == 0)
+				qsort(value->element, value->elements / 2, 2 * sizeof(redisReply *), compare_elements);
+			digest_elements(sha, value->element, value->elements);
+		}
+		else
+			digest_elements(sha, &value, 1);
+		freeReplyObject(value);
+		freeReplyObject(types[i]);
+	}
+}
+
+/*
+ * Key count and SHA-256 over the sorted keys, each with its type and its
+ * value as read (so equal data gives equal fingerprints on two servers).
  */
 char *
 tenant_redis_fingerprint(Instance *inst, const char *password, const char *name)
 {
 	redisContext *c = engine_redis_connect(inst, password);
-	FingerprintScan f = {NIL};
+	List	   *keys = NIL;
+	RedisKey  **batch = palloc(sizeof(RedisKey *) * BATCH);
+	int			n = 0;
 	EVP_MD_CTX *sha = EVP_MD_CTX_new();
 	unsigned char digest[EVP_MAX_MD_SIZE];
 	unsigned int len;
 	StringInfoData out;
 	ListCell   *lc;
 
-	scan_keys(c, psprintf("%s:*", name), collect_batch, &f);
-	list_sort(f.keys, compare_strings);
+	scan_keys(c, psprintf("%s:*", name), collect_batch, &keys);
+	list_sort(keys, compare_keys);
 	EVP_DigestInit_ex(sha, EVP_sha256(), NULL);
-	foreach(lc, f.keys)
+	foreach(lc, keys)
 	{
-		const char *key = lfirst(lc);
-		redisReply *reply = redisCommand(c, "DUMP %s", key);
-
-		EVP_DigestUpdate(sha, key, strlen(key) + 1);
-		if (reply != NULL && reply->type == REDIS_REPLY_STRING)
-			EVP_DigestUpdate(sha, reply->str, reply->len);
-		if (reply)
-			freeReplyObject(reply);
+		batch[n++] = lfirst(lc);
+		if (n == BATCH || lnext(keys, lc) == NULL)
+		{
+			fingerprint_batch(c, sha, batch, n);
+			n = 0;
+			CHECK_FOR_INTERRUPTS();
+		}
 	}
 	EVP_DigestFinal_ex(sha, digest, &len);
 	EVP_MD_CTX_free(sha);
 	redisFree(c);
 	initStringInfo(&out);
-	appendStringInfo(&out, "%d/", list_length(f.keys));
+	appendStringInfo(&out, "%d/", list_length(keys));
 	for (unsigned int i = 0; i < len; i++)
 		appendStringInfo(&out, "%02x", digest[i]);
 	return out.data;
