@@ -44,7 +44,12 @@ admin_exec(PGconn *conn, const char *sql)
 
 	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
 	{
-		char	   *error = pstrdup(PQresultErrorMessage(res));
+		/*
+		 * The primary message only: the full one may quote the statement
+		 * (LINE n: ...), and the statements carry password verifiers.
+		 */
+		const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+		char	   *error = pstrdup(primary ? primary : PQerrorMessage(conn));
 
 		PQclear(res);
 		PQfinish(conn);
