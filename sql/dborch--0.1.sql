@@ -524,20 +524,24 @@ AS 'MODULE_PATHNAME', 'dborch_worker_status';
 COMMENT ON FUNCTION dborch._worker_status() IS
 	'internal: state of the background workers in shared memory, for dborch.health()';
 
--- Statement trigger: a change to what the prober must probe wakes it at commit.
-CREATE FUNCTION dborch._probe_targets_changed()
+-- Statement trigger: a change to what the prober probes or connection strings
+-- name moves the catalog generation at commit.
+CREATE FUNCTION dborch._catalog_changed()
 RETURNS trigger
 LANGUAGE C
 SET search_path = pg_catalog, pg_temp
-AS 'MODULE_PATHNAME', 'dborch_probe_targets_changed';
-COMMENT ON FUNCTION dborch._probe_targets_changed() IS
-	'internal: statement trigger that wakes the prober when what it probes changed';
-CREATE TRIGGER probe_targets_changed
+AS 'MODULE_PATHNAME', 'dborch_catalog_changed';
+COMMENT ON FUNCTION dborch._catalog_changed() IS
+	'internal: statement trigger that tells the prober and connection_string''s cache that instances, deployments or secrets changed';
+CREATE TRIGGER catalog_changed
 	AFTER INSERT OR DELETE OR UPDATE OF status, host, port, pid, role ON dborch.instances
-	FOR EACH STATEMENT EXECUTE FUNCTION dborch._probe_targets_changed();
-CREATE TRIGGER probe_targets_changed
+	FOR EACH STATEMENT EXECUTE FUNCTION dborch._catalog_changed();
+CREATE TRIGGER catalog_changed
 	AFTER UPDATE OF status ON dborch.deployments
-	FOR EACH STATEMENT EXECUTE FUNCTION dborch._probe_targets_changed();
+	FOR EACH STATEMENT EXECUTE FUNCTION dborch._catalog_changed();
+CREATE TRIGGER catalog_changed
+	AFTER INSERT OR DELETE OR UPDATE ON dborch.secrets
+	FOR EACH STATEMENT EXECUTE FUNCTION dborch._catalog_changed();
 
 -- One row about the whole system, as the caller may see it.
 CREATE FUNCTION dborch.health(
@@ -790,7 +794,7 @@ BEGIN
 		EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
 		EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO dborch_user, dborch_admin', f);
 	END LOOP;
-	REVOKE ALL ON FUNCTION dborch._probe_targets_changed() FROM PUBLIC;
+	REVOKE ALL ON FUNCTION dborch._catalog_changed() FROM PUBLIC;
 	REVOKE ALL ON FUNCTION dborch._wake_workers() FROM dborch_user, dborch_admin;
 	REVOKE ALL ON FUNCTION dborch._alert_payload(text, jsonb, text, text, timestamptz, timestamptz)
 		FROM dborch_user, dborch_admin;

@@ -154,7 +154,7 @@ api_check_quota(const char *owner, int64 memory_bytes, bool new_deployment)
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("quota exceeded: role \"%s\" may use at most " INT64_FORMAT " MB of memory",
 						owner, max_memory / (1024 * 1024)),
-				 errdetail("Its deployments use " INT64_FORMAT " MB; this one asks for " INT64_FORMAT " MB.",
+				 errdetail("Its deployments use " INT64_FORMAT " MB; this asks for " INT64_FORMAT " MB more.",
 						   memory / (1024 * 1024), memory_bytes / (1024 * 1024)),
 				 errhint("Ask for less memory, or ask a dborch_admin member to raise max_memory_bytes in dborch.quotas.")));
 }

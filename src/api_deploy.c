@@ -7,8 +7,6 @@
  */
 #include "postgres.h"
 
-#include <float.h>
-
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
@@ -20,6 +18,7 @@
 #include "dborch.h"
 #include "deployment.h"
 #include "engine.h"
+#include "routing.h"
 #include "spec.h"
 
 PG_FUNCTION_INFO_V1(dborch_deploy);
@@ -216,95 +215,22 @@ dborch_deployment(PG_FUNCTION_ARGS)
 }
 
 /*
- * The row of cat_live_deployment_routes() a connection goes to, -1 when
- * there is none.  Writes go to the primary.  Reads go to a running replica
- * whose latest probe succeeded (as the prober published it to shared
- * memory), by strategy, and to the primary when there is none:
- * round_robin takes the next of a counter in shared memory (one per
- * deployment id modulo 64), not a table update; least_connections the
- * fewest connections at the latest probe; response_time the lowest moving
- * average of probe latency.
- */
-static int
-route_pick(Deployment *d, CatResult *routes, bool read, const char *strategy)
-{
-	int		   *rows = palloc(sizeof(int) * (routes->nrows + 1));
-	double	   *figure = palloc(sizeof(double) * (routes->nrows + 1));
-	bool		by_connections = strcmp(strategy, "least_connections") == 0;
-	int			primary = -1;
-	int			n = 0;
-	int			pick = 0;
-
-	for (int row = 0; row < routes->nrows; row++)
-	{
-		const char *id = cat_value(routes, row, "instance_id");
-
-		if (id != NULL && strcmp(cat_value(routes, row, "role"), "primary") == 0 &&
-			(primary < 0 || strtoi64(id, NULL, 10) <
-			 strtoi64(cat_value(routes, primary, "instance_id"), NULL, 10)))
-			primary = row;
-	}
-	if (!read)
-		return primary;
-
-	LWLockAcquire(dborch_shared->routes_lock, LW_SHARED);
-	for (int row = 0; row < routes->nrows; row++)
-	{
-		const char *id = cat_value(routes, row, "instance_id");
-
-		if (id == NULL || strcmp(cat_value(routes, row, "role"), "replica") != 0)
-			continue;
-		for (int i = 0; i < dborch_shared->nroutes; i++)
-		{
-			RouteHealth *r = &dborch_shared->routes[i];
-			double		value;
-
-			if (r->instance_id != strtoi64(id, NULL, 10))
-				continue;
-			if (r->up)
-			{
-				value = by_connections ? (double) r->connections : r->latency_ms;
-				rows[n] = row;
-				figure[n++] = value < 0 ? DBL_MAX : value;	/* unknown: last */
-			}
-			break;
-		}
-	}
-	LWLockRelease(dborch_shared->routes_lock);
-
-	if (n == 0)
-		return primary;
-	if (strcmp(strategy, "round_robin") == 0)
-		pick = (int) (pg_atomic_fetch_add_u64(&dborch_shared->round_robin[d->id % DBORCH_ROUND_ROBIN_SLOTS], 1)
-					  % n);
-	else
-		for (int i = 1; i < n; i++)
-			if (figure[i] < figure[pick])
-				pick = i;
-	return rows[pick];
-}
-
-/*
- * A PostgreSQL URI naming every live instance, the primary first, with
- * target_session_attrs, so libpq finds the primary (or a standby) itself.
+ * A PostgreSQL URI naming the primary and the running replicas, the
+ * primary first, with target_session_attrs, so libpq finds the primary (or
+ * a standby) itself.
  */
 static char *
-multi_host_uri(Deployment *d, const char *user, const char *password, const char *attrs)
+multi_host_uri(Routes *routes, RouteInstance *primary, const char *attrs)
 {
 	StringInfoData buf;
-	Instance   *primary = cat_primary_instance(d->id);
-	ListCell   *lc;
 
 	initStringInfo(&buf);
-	appendStringInfo(&buf, "postgresql://%s:%s@%s:%d", user, password,
+	appendStringInfo(&buf, "postgresql://postgres:%s@%s:%d", routes->password,
 					 engine_uri_host(primary->host), primary->port);
-	foreach(lc, cat_live_instances(d->id))
-	{
-		Instance   *inst = lfirst(lc);
-
-		if (inst->id != primary->id)
-			appendStringInfo(&buf, ",%s:%d", engine_uri_host(inst->host), inst->port);
-	}
+	for (int i = 0; i < routes->ninstances; i++)
+		if (&routes->instances[i] != primary)
+			appendStringInfo(&buf, ",%s:%d", engine_uri_host(routes->instances[i].host),
+							 routes->instances[i].port);
 	appendStringInfo(&buf, "/postgres?target_session_attrs=%s", attrs);
 	return buf.data;
 }
@@ -326,11 +252,10 @@ dborch_connection_string(PG_FUNCTION_ARGS)
 	bool		multi_host = PG_ARGISNULL(4) ? false : PG_GETARG_BOOL(4);
 	bool		read = strcmp(intent, "read") == 0;
 	ApiCaller	caller;
+	Routes	   *routes;
 	Deployment *d;
-	CatResult  *routes;
-	int			row;
-	Instance   *inst;
-	const char *password;
+	RouteInstance *to;
+	Instance	inst = {0};
 	char	   *uri;
 
 	if (!read && strcmp(intent, "write") != 0)
@@ -349,7 +274,8 @@ dborch_connection_string(PG_FUNCTION_ARGS)
 
 	dborch_validate_name("deployment", name);
 	api_enter(&caller);
-	d = api_check_deployment(&caller, name, cat_live_deployment_routes(name, &routes));
+	routes = routing_lookup(name);
+	d = api_check_deployment(&caller, name, routes ? &routes->deployment : NULL);
 	if (tenant != NULL && cat_live_tenant(d->id, tenant) == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -364,24 +290,22 @@ dborch_connection_string(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("multi-host connection strings are for PostgreSQL deployments")));
-	row = route_pick(d, routes, read, strategy);
-	password = cat_value(routes, 0, "password");
-	if (row < 0 || password == NULL)
+	to = routing_pick(routes, read, strategy);
+	if (to == NULL || routes->password == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("deployment \"%s\" has no running instance", name)));
-	inst = palloc0(sizeof(Instance));
-	inst->id = strtoi64(cat_value(routes, row, "instance_id"), NULL, 10);
-	inst->deployment_id = d->id;
-	inst->role = pstrdup(cat_value(routes, row, "role"));
-	inst->host = pstrdup(cat_value(routes, row, "host"));
-	inst->port = atoi(cat_value(routes, row, "port"));
+	inst.id = to->id;
+	inst.deployment_id = d->id;
+	inst.host = to->host;
+	inst.port = to->port;
 	if (tenant != NULL)
-		uri = api_tenant_connection_string(d, inst, tenant);
+		uri = api_tenant_connection_string(d, &inst, tenant);
 	else if (multi_host)
-		uri = multi_host_uri(d, "postgres", password, read ? "prefer-standby" : "read-write");
+		uri = multi_host_uri(routes, routing_pick(routes, false, strategy),
+							 read ? "prefer-standby" : "read-write");
 	else
-		uri = engine_get(d->engine)->connection_string(inst, password);
+		uri = engine_get(d->engine)->connection_string(&inst, routes->password);
 	api_leave(&caller);
 	PG_RETURN_TEXT_P(cstring_to_text(uri));
 }

@@ -52,7 +52,7 @@ parse_week_minute(const char *text, size_t len)
 	memcpy(buf, text, 9);
 	buf[9] = '\0';
 	for (day = 0; day < 7; day++)
-		if (strncmp(buf, day_names[day], 3) == 0)
+		if (pg_strncasecmp(buf, day_names[day], 3) == 0)
 			break;
 	if (day == 7 || sscanf(buf + 4, "%2d:%2d", &hour, &minute) != 2 ||
 		hour < 0 || hour > 23 || minute < 0 || minute > 59)
@@ -72,7 +72,7 @@ parse_window(const char *window, int *start, int *end)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid maintenance window \"%s\"", dborch_clip(window, 60)),
-				 errhint("Write it like 'sun:02:00-sun:04:00' (UTC; days mon, tue, wed, thu, fri, sat, sun).")));
+				 errhint("Write it like 'sun:02:00-sun:04:00' (UTC; days mon, tue, wed, thu, fri, sat, sun, in any case).")));
 }
 
 /* Minutes since Monday 00:00 UTC now, with the seconds. */
@@ -320,6 +320,7 @@ dborch_set_autoscale(PG_FUNCTION_ARGS)
 		api_leave(&caller);
 		PG_RETURN_NULL();
 	}
+	dborch_wake_launcher_at_commit();	/* it evaluates policies only while some exist */
 	row = cat_set_autoscale(d->id, DatumGetCString(DirectFunctionCall1(jsonb_out, JsonbPGetDatum(policy))),
 							metric, up, down, min_replicas, max_replicas, cooldown);
 	cat_event(caller.name, d->id, 0, "autoscale",

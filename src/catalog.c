@@ -708,7 +708,9 @@ cat_cancel_job(int64 id)
 /*
  * Claim up to limit due jobs for the launcher: the oldest unfinished job of
  * each deployment only, so a deployment's jobs run one at a time, in order.
- * Returns a list of ClaimedJob.
+ * A job not yet tried and due later (a change deferred to a maintenance
+ * window, a failover waiting for its timeout) holds no one up; one waiting
+ * for its retry does.  Returns a list of ClaimedJob.
  */
 List *
 cat_claim_jobs(int limit)
@@ -722,7 +724,8 @@ cat_claim_jobs(int limit)
 				  "  WHERE j.state = 'queued' AND j.not_before <= pg_catalog.clock_timestamp()"
 				  "  AND NOT EXISTS (SELECT 1 FROM dborch.jobs e"
 				  "                  WHERE e.deployment_id = j.deployment_id AND e.id < j.id"
-				  "                  AND e.state IN ('queued', 'running'))"
+				  "                  AND (e.state = 'running' OR (e.state = 'queued'"
+				  "                       AND (e.attempts > 0 OR e.not_before <= pg_catalog.clock_timestamp()))))"
 				  "  ORDER BY j.not_before, j.id LIMIT $1::int"
 				  "  FOR UPDATE SKIP LOCKED)"
 				  " UPDATE dborch.jobs j SET state = 'running', attempts = j.attempts + 1,"
@@ -1417,10 +1420,13 @@ cat_instance_health_changed(int64 instance_id, bool down, int failures, const ch
 	/*
 	 * A primary with a running replica fails over if it is still down after
 	 * dborch.failover_timeout (a shorter blip changes nothing); anything
-	 * else is restarted in place.
+	 * else is restarted in place.  One such job per instance: two instances
+	 * down at once get one each.
 	 */
-	if (down && cat_unfinished_job(strtoi64(dep, NULL, 10), "recover") == 0 &&
-		cat_unfinished_job(strtoi64(dep, NULL, 10), "failover") == 0)
+	if (down && cat_query("SELECT 1 FROM dborch.jobs WHERE kind IN ('recover', 'failover')"
+						  " AND state IN ('queued', 'running')"
+						  " AND (args ->> 'instance_id')::bigint = $1::bigint",
+						  1, cat_i64(instance_id))->nrows == 0)
 	{
 		CatResult  *o = cat_query("SELECT d.owner, i.role, (SELECT pg_catalog.count(*) FROM dborch.instances r"
 								  "   WHERE r.deployment_id = d.id AND r.role = 'replica'"

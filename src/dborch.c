@@ -69,7 +69,7 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 /* Backend-local state of the current transaction. */
 static bool wake_at_commit = false;
-static bool probe_targets_changed = false;
+static bool catalog_changed = false;
 static List *queued_deployments = NIL;	/* int64 ids, in TopTransactionContext */
 
 static bool check_listen_address(char **newval, void **extra, GucSource source);
@@ -358,7 +358,7 @@ dborch_shmem_startup(void)
 		SpinLockInit(&dborch_shared->mutex);
 		dborch_shared->routes_lock = &GetNamedLWLockTranche("dborch")[0].lock;
 		ConditionVariableInit(&dborch_shared->state_cv);
-		pg_atomic_init_u64(&dborch_shared->probe_generation, 1);
+		pg_atomic_init_u64(&dborch_shared->catalog_generation, 1);
 		pg_atomic_init_u32(&dborch_shared->probe_now, 0);
 		pg_atomic_init_u32(&dborch_shared->job_workers, 0);
 		pg_atomic_init_u32(&dborch_shared->prober_targets, 0);
@@ -420,15 +420,23 @@ dborch_wake_prober(bool probe_now)
 }
 
 /*
- * Statement trigger on instances and deployments: what the prober probes
- * changed, so wake it when this transaction commits.
+ * Statement trigger on instances, deployments' status and secrets: what the
+ * prober probes, or what connection strings name, changed.  At commit the
+ * catalog generation moves and the prober wakes.
  */
-PG_FUNCTION_INFO_V1(dborch_probe_targets_changed);
+PG_FUNCTION_INFO_V1(dborch_catalog_changed);
 Datum
-dborch_probe_targets_changed(PG_FUNCTION_ARGS)
+dborch_catalog_changed(PG_FUNCTION_ARGS)
 {
-	probe_targets_changed = true;
+	catalog_changed = true;
 	return PointerGetDatum(NULL);
+}
+
+/* Has this transaction changed what _catalog_changed() watches? */
+bool
+dborch_catalog_changed_in_xact(void)
+{
+	return catalog_changed;
 }
 
 /* dborch._wake_workers(): wake the launcher and the prober at commit. */
@@ -437,7 +445,7 @@ Datum
 dborch_wake_workers(PG_FUNCTION_ARGS)
 {
 	wake_at_commit = true;
-	probe_targets_changed = true;
+	catalog_changed = true;
 	PG_RETURN_VOID();
 }
 
@@ -505,9 +513,10 @@ dborch_xact_callback(XactEvent event, void *arg)
 				dborch_wake_launcher();
 				dborch_broadcast_state_change();
 			}
-			if (probe_targets_changed)
+			/* after the commit is visible: see routing.c */
+			if (catalog_changed)
 			{
-				pg_atomic_fetch_add_u64(&dborch_shared->probe_generation, 1);
+				pg_atomic_fetch_add_u64(&dborch_shared->catalog_generation, 1);
 				dborch_wake_prober(false);
 			}
 			/* FALLTHROUGH */
@@ -515,7 +524,7 @@ dborch_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
 			wake_at_commit = false;
-			probe_targets_changed = false;
+			catalog_changed = false;
 			queued_deployments = NIL;	/* its memory went with the transaction */
 			break;
 		default:

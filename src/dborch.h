@@ -100,7 +100,8 @@ typedef struct DborchShared
 	pid_t		prober_pid;
 	Latch	   *prober_latch;
 	ConditionVariable state_cv; /* broadcast when a job or deployment changes */
-	pg_atomic_uint64 probe_generation;	/* bumped when what to probe changed */
+	pg_atomic_uint64 catalog_generation;	/* bumped at the commit of a change to instances,
+										 * deployments' status or secrets */
 	pg_atomic_uint32 probe_now;	/* set: probe down instances again at once */
 	pg_atomic_uint32 job_workers;	/* job workers running */
 	/* reported by the prober for dborch.health() */
@@ -124,6 +125,7 @@ extern void dborch_background_session(void);
 extern void dborch_wake_launcher(void);
 extern void dborch_wake_prober(bool probe_now);
 extern void dborch_wake_launcher_at_commit(void);
+extern bool dborch_catalog_changed_in_xact(void);
 extern void dborch_note_queued_deployment(int64 deployment_id);
 extern bool dborch_queued_in_this_xact(int64 deployment_id);
 extern void dborch_broadcast_state_change(void);

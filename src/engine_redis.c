@@ -52,6 +52,8 @@ redis_configure_network(Instance *inst)
 					"appendfsync everysec\n"
 					"maxmemory " INT64_FORMAT "\n"
 					"maxmemory-policy noeviction\n"
+					/* a new replica syncs at once, not after 5 s of waiting for others */
+					"repl-diskless-sync-delay 0\n"
 					"aclfile %s/users.acl\n",
 					inst->deployment_name, inst->host, inst->port, inst->directory,
 					inst->directory,

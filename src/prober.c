@@ -791,7 +791,7 @@ reload_targets(void)
 	ListCell   *lc;
 	int			i;
 
-	loaded_generation = pg_atomic_read_u64(&dborch_shared->probe_generation);
+	loaded_generation = pg_atomic_read_u64(&dborch_shared->catalog_generation);
 	cat_begin();
 	r = cat_probe_targets();
 	cat_commit();
@@ -1082,7 +1082,7 @@ dborch_prober_main(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		if (pg_atomic_read_u64(&dborch_shared->probe_generation) != loaded_generation)
+		if (pg_atomic_read_u64(&dborch_shared->catalog_generation) != loaded_generation)
 			reload_targets();
 		if (pg_atomic_exchange_u32(&dborch_shared->probe_now, 0) != 0)
 		{
