@@ -87,6 +87,7 @@ bgsave_and_wait(redisContext *c, Instance *inst)
 	int64		deadline = dborch_now_ms() + BGSAVE_TIMEOUT_MS;
 	int			fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	bool		started = false;
+	bool		renamed = false;
 
 	if (fd >= 0)
 		inotify_add_watch(fd, datadir, IN_MOVED_TO | IN_CLOSE_WRITE);
@@ -120,7 +121,11 @@ bgsave_and_wait(redisContext *c, Instance *inst)
 			}
 			if (dborch_now_ms() > deadline)
 				ereport(ERROR, (errmsg("BGSAVE of deployment \"%s\" did not finish", inst->deployment_name)));
-			if (fd >= 0)
+			/*
+			 * The new dump.rdb is in place before Redis has reaped the saving
+			 * child and says so in INFO: after that event, look every 10 ms.
+			 */
+			if (fd >= 0 && !renamed)
 				(void) WaitLatchOrSocket(MyLatch, WL_LATCH_SET | WL_SOCKET_READABLE | WL_TIMEOUT |
 										 WL_EXIT_ON_PM_DEATH, fd, 1000, DBORCH_WAIT_EVENT);
 			else
@@ -130,7 +135,7 @@ bgsave_and_wait(redisContext *c, Instance *inst)
 			CHECK_FOR_INTERRUPTS();
 			if (fd >= 0)
 				while (read(fd, events, sizeof(events)) > 0)
-					;
+					renamed = started;
 		}
 	}
 	PG_FINALLY();

@@ -150,9 +150,21 @@ redis_enable_aof(Instance *inst, const char *password)
 	if (c == NULL || c->err)
 		ereport(ERROR, (errmsg("could not connect to the restored redis: %s", c ? c->errstr : "out of memory")));
 	freeReplyObject(redisCommand(c, "AUTH %s", password));
-	reply = redisCommand(c, "CONFIG SET appendonly yes");
-	if (reply == NULL || reply->type == REDIS_REPLY_ERROR)
-		ereport(ERROR, (errmsg("could not turn on the append-only file of the restored redis")));
+
+	/* a large snapshot is still loading (-LOADING) for a while after the start */
+	for (;;)
+	{
+		reply = redisCommand(c, "CONFIG SET appendonly yes");
+		if (reply != NULL && reply->type != REDIS_REPLY_ERROR)
+			break;
+		if (reply == NULL || strncmp(reply->str, "LOADING", 7) != 0 || dborch_now_ms() > deadline)
+			ereport(ERROR, (errmsg("could not turn on the append-only file of the restored redis: %s",
+								   reply ? reply->str : c->errstr)));
+		freeReplyObject(reply);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 20, DBORCH_WAIT_EVENT);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
 	freeReplyObject(reply);
 	for (;;)
 	{
