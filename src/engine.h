@@ -43,6 +43,15 @@ extern const EngineOps *engine_get(const char *name);
 struct redisContext;
 extern struct redisContext *engine_redis_connect(Instance *inst, const char *password);
 
+/*
+ * PostgreSQL instances as their superuser, over the private socket in
+ * <directory>/run (peer authentication of the postgres OS user): the
+ * conninfo, and a blocking connection (errors name the instance).
+ */
+extern char *engine_postgres_conninfo(const char *directory, int port);
+struct pg_conn;
+extern struct pg_conn *engine_postgres_connect(Instance *inst);
+
 /* initdb of a data directory with the bootstrap superuser password. */
 extern void engine_postgres_initdb(const char *datadir, const char *password, const char *log_path);
 

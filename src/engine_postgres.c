@@ -404,6 +404,30 @@ postgres_stop(Instance *inst)
 	engine_stop_process(postgres_running_pid(inst), SIGINT, 60000);
 }
 
+char *
+engine_postgres_conninfo(const char *directory, int port)
+{
+	return psprintf("host=%s/run port=%d user=postgres dbname=postgres application_name=dborch",
+					directory, port);
+}
+
+PGconn *
+engine_postgres_connect(Instance *inst)
+{
+	PGconn	   *conn = PQconnectdb(psprintf("%s connect_timeout=10",
+											engine_postgres_conninfo(inst->directory, inst->port)));
+
+	if (PQstatus(conn) != CONNECTION_OK)
+	{
+		char	   *error = pstrdup(PQerrorMessage(conn));
+
+		PQfinish(conn);
+		ereport(ERROR, (errmsg("could not connect to %s:%d of deployment \"%s\": %s",
+							   inst->host, inst->port, inst->deployment_name, error)));
+	}
+	return conn;
+}
+
 static char *
 postgres_connection_string(Instance *inst, const char *password)
 {

@@ -239,8 +239,7 @@ static int64
 count_relations(const char *dir, int port)
 {
 	int64		deadline = dborch_now_ms() + dborch_start_timeout_ms;
-	char	   *conninfo = psprintf("host=%s/run port=%d user=postgres dbname=postgres "
-									"application_name=dborch_verify", dir, port);
+	char	   *conninfo = engine_postgres_conninfo(dir, port);
 
 	for (;;)
 	{

@@ -83,8 +83,7 @@ stage_restore_data(JobContext *ctx)
 static PGconn *
 connect_after_recovery(Instance *inst)
 {
-	char	   *conninfo = psprintf("host=%s/run port=%d user=postgres dbname=postgres "
-									"application_name=dborch", inst->directory, inst->port);
+	char	   *conninfo = engine_postgres_conninfo(inst->directory, inst->port);
 	int64		deadline = dborch_now_ms() + dborch_start_timeout_ms;
 
 	for (;;)

@@ -41,29 +41,11 @@ slot_name(Instance *replica)
 	return psprintf("dborch_r" INT64_FORMAT, replica->id);
 }
 
-/* A superuser connection over the instance's socket. */
-static PGconn *
-pg_socket_connect(Instance *inst)
-{
-	PGconn	   *conn = PQconnectdb(psprintf("host=%s/run port=%d user=postgres dbname=postgres "
-											"application_name=dborch connect_timeout=10",
-											inst->directory, inst->port));
-
-	if (PQstatus(conn) != CONNECTION_OK)
-	{
-		char	   *error = pstrdup(PQerrorMessage(conn));
-
-		PQfinish(conn);
-		ereport(ERROR, (errmsg("could not connect to %s:%d: %s", inst->host, inst->port, error)));
-	}
-	return conn;
-}
-
 /* One value of a query with one text parameter (NULL param: none). */
 static char *
 pg_value(Instance *inst, const char *sql, const char *param)
 {
-	PGconn	   *conn = pg_socket_connect(inst);
+	PGconn	   *conn = engine_postgres_connect(inst);
 	PGresult   *res = PQexecParams(conn, sql, param ? 1 : 0, NULL, param ? &param : NULL, NULL, NULL, 0);
 	char	   *value = NULL;
 
@@ -281,8 +263,7 @@ replica_rejoin(Instance *primary, Instance *former)
 	{
 		const char *argv[] = {dborch_bindir_program("", "pg_rewind"),
 			"-D", psprintf("%s/data", former->directory),
-			"--source-server", psprintf("host=%s/run port=%d user=postgres dbname=postgres",
-										primary->directory, primary->port),
+			"--source-server", engine_postgres_conninfo(primary->directory, primary->port),
 		NULL};
 		char	   *log = psprintf("%s/rewind.log", former->directory);
 

@@ -17,24 +17,6 @@
 #include "spawn.h"
 #include "tenant.h"
 
-static PGconn *
-admin_connect(Instance *inst)
-{
-	PGconn	   *conn = PQconnectdb(psprintf("host=%s/run port=%d user=postgres dbname=postgres "
-											"application_name=dborch connect_timeout=10",
-											inst->directory, inst->port));
-
-	if (PQstatus(conn) != CONNECTION_OK)
-	{
-		char	   *error = pstrdup(PQerrorMessage(conn));
-
-		PQfinish(conn);
-		ereport(ERROR, (errmsg("could not connect to deployment \"%s\": %s",
-							   inst->deployment_name, error)));
-	}
-	return conn;
-}
-
 /* Run SQL (one or more statements); an error with the server's message. */
 static void
 admin_exec(PGconn *conn, const char *sql)
@@ -99,7 +81,7 @@ role_exists(PGconn *conn, const char *role)
 void
 tenant_pg_create(Instance *inst, List *tenants)
 {
-	PGconn	   *conn = admin_connect(inst);
+	PGconn	   *conn = engine_postgres_connect(inst);
 	StringInfoData sql;
 	ListCell   *lc;
 
@@ -143,7 +125,7 @@ tenant_pg_create(Instance *inst, List *tenants)
 void
 tenant_pg_drop(Instance *inst, const char *name)
 {
-	PGconn	   *conn = admin_connect(inst);
+	PGconn	   *conn = engine_postgres_connect(inst);
 	const char *login = quote_identifier(name);
 
 	admin_value(conn, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = $1",
@@ -187,7 +169,7 @@ revoke_definer_routines(const char *name)
 void
 tenant_pg_set_read_only(Instance *inst, const char *name, bool read_only)
 {
-	PGconn	   *conn = admin_connect(inst);
+	PGconn	   *conn = engine_postgres_connect(inst);
 	const char *login = quote_identifier(name);
 	const char *owner = owner_role(name);
 
@@ -225,7 +207,7 @@ tenant_pg_set_read_only(Instance *inst, const char *name, bool read_only)
 void
 tenant_pg_usage(Instance *inst, List *tenants, TenantUsage *usage)
 {
-	PGconn	   *conn = admin_connect(inst);
+	PGconn	   *conn = engine_postgres_connect(inst);
 	ListCell   *lc;
 	int			i = 0;
 
@@ -290,7 +272,7 @@ tenant_pg_copy(Instance *source, Instance *target, const char *name, const char 
 		ereport(ERROR, (errmsg("pg_dump of tenant \"%s\" failed", name),
 						errdetail("%s", dborch_file_tail(log, 800))));
 
-	conn = admin_connect(target);
+	conn = engine_postgres_connect(target);
 	admin_exec(conn, psprintf("DROP SCHEMA IF EXISTS %s CASCADE;"
 							  " GRANT CREATE ON DATABASE postgres TO %s",
 							  quote_identifier(name), owner_role(name)));
@@ -298,7 +280,7 @@ tenant_pg_copy(Instance *source, Instance *target, const char *name, const char 
 	if (spawn_run(restore_argv, log, 24 * 3600 * 1000) != 0)
 		ereport(ERROR, (errmsg("pg_restore of tenant \"%s\" failed", name),
 						errdetail("%s", dborch_file_tail(log, 800))));
-	conn = admin_connect(target);
+	conn = engine_postgres_connect(target);
 	admin_exec(conn, psprintf("REVOKE CREATE ON DATABASE postgres FROM %s", owner_role(name)));
 	PQfinish(conn);
 	unlink(dump);
@@ -311,7 +293,7 @@ tenant_pg_copy(Instance *source, Instance *target, const char *name, const char 
 char *
 tenant_pg_fingerprint(Instance *inst, const char *name)
 {
-	PGconn	   *conn = admin_connect(inst);
+	PGconn	   *conn = engine_postgres_connect(inst);
 	char	   *fingerprint;
 
 	fingerprint = admin_value(conn,
