@@ -1934,6 +1934,32 @@ cat_tenant_set_status(int64 id, const char *status, const char *error)
 			  3, cat_i64(id), status, error);
 }
 
+/* A batch of tenants is active: their rows and one event each, in one statement. */
+void
+cat_tenants_created(int64 deployment_id, int64 job_id, List *tenants)
+{
+	StringInfoData ids;
+	ListCell   *lc;
+
+	initStringInfo(&ids);
+	appendStringInfoChar(&ids, '{');
+	foreach(lc, tenants)
+		appendStringInfo(&ids, "%s" INT64_FORMAT, ids.len > 1 ? "," : "", ((Tenant *) lfirst(lc))->id);
+	appendStringInfoChar(&ids, '}');
+	/* a join, not id = ANY ($1): a cached generic plan would not hash the array */
+	cat_query("WITH t AS (UPDATE dborch.tenants t SET status = 'active', last_error = NULL,"
+			  "   updated_at = pg_catalog.clock_timestamp()"
+			  "   FROM pg_catalog.unnest($1::bigint[]) AS u(id)"
+			  "   WHERE t.id = u.id RETURNING t.id, t.name, t.quota)"
+			  " INSERT INTO dborch.events"
+			  " (actor, owner, deployment, deployment_id, job_id, kind, message, detail)"
+			  " SELECT $3, d.owner, d.name, d.id, $4::bigint, 'tenant_created',"
+			  "   'tenant ' || t.name || ' created',"
+			  "   pg_catalog.jsonb_build_object('tenant', t.name, 'quota', t.quota)"
+			  " FROM t, dborch.deployments d WHERE d.id = $2::bigint ORDER BY t.id",
+			  4, ids.data, cat_i64(deployment_id), DBORCH_ACTOR, cat_i64(job_id));
+}
+
 /* A dropped tenant loses its secret; its row stays. */
 void
 cat_tenant_dropped(int64 id)

@@ -233,6 +233,7 @@ extern int64 cat_insert_tenant(Deployment *d, const char *name, const char *quot
 extern void cat_queue_tenants_job(Deployment *d);
 extern void cat_tenant_set_status(int64 id, const char *status, const char *error);
 extern void cat_tenant_dropped(int64 id);
+extern void cat_tenants_created(int64 deployment_id, int64 job_id, List *tenants);
 extern void cat_drop_tenants_of(int64 deployment_id);
 extern List *cat_tenant_usage_deployments(void);
 extern void cat_tenant_record_usage(int64 id, const char *usage);

@@ -136,6 +136,7 @@ extern const char *dborch_bindir_program(const char *setting, const char *progra
 
 /* util.c */
 extern char *dborch_random_password(int length);
+extern char *dborch_scram_secret(const char *password);
 extern void dborch_write_file(const char *path, const char *contents, mode_t mode);
 extern char *dborch_read_file(const char *path, bool missing_ok);
 extern void dborch_mkdir(const char *path, mode_t mode);

@@ -23,6 +23,7 @@
 #include <hiredis/hiredis.h>
 
 #include "libpq-fe.h"
+#include "utils/builtins.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
 
@@ -117,18 +118,13 @@ static void
 postgres_credentials(Instance *inst, const char *password)
 {
 	PGconn	   *conn = connect_after_recovery(inst);
-	char	   *verifier = PQencryptPasswordConn(conn, password, "postgres", "scram-sha-256");
-	char	   *literal = verifier ? PQescapeLiteral(conn, verifier, strlen(verifier)) : NULL;
-	PGresult   *res = literal ? PQexec(conn, psprintf("ALTER ROLE postgres PASSWORD %s", literal)) : NULL;
-	bool		ok = res != NULL && PQresultStatus(res) == PGRES_COMMAND_OK;
-	char	   *error = pstrdup(PQerrorMessage(conn));
+	PGresult   *res = PQexec(conn, psprintf("ALTER ROLE postgres PASSWORD %s",
+											quote_literal_cstr(dborch_scram_secret(password))));
+	bool		ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+	const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	char	   *error = pstrdup(primary ? primary : PQerrorMessage(conn));
 
-	if (res)
-		PQclear(res);
-	if (literal)
-		PQfreemem(literal);
-	if (verifier)
-		PQfreemem(verifier);
+	PQclear(res);
 	PQfinish(conn);
 	if (!ok)
 		ereport(ERROR, (errmsg("could not set the password of the restored PostgreSQL: %s", error)));

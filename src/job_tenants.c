@@ -62,7 +62,6 @@ stage_create(JobContext *ctx)
 {
 	List	   *pending = cat_tenants_in(ctx->deployment_id, "pending");
 	Instance   *inst;
-	ListCell   *lc;
 
 	if (pending == NIL)
 		return;
@@ -71,15 +70,7 @@ stage_create(JobContext *ctx)
 		tenant_pg_create(inst, pending);
 	else
 		tenant_redis_create(inst, cat_secret(ctx->deployment_id, "password"), pending);
-	foreach(lc, pending)
-	{
-		Tenant	   *t = lfirst(lc);
-
-		cat_tenant_set_status(t->id, "active", NULL);
-		cat_event(DBORCH_ACTOR, ctx->deployment_id, ctx->job_id, "tenant_created",
-				  psprintf("tenant %s created", t->name),
-				  psprintf("{\"tenant\": \"%s\", \"quota\": %s}", t->name, t->quota));
-	}
+	cat_tenants_created(ctx->deployment_id, ctx->job_id, pending);
 }
 
 static void

@@ -9,6 +9,7 @@
 
 #include "lib/stringinfo.h"
 #include "libpq-fe.h"
+#include "miscadmin.h"
 #include "nodes/pg_list.h"
 #include "utils/builtins.h"
 
@@ -17,27 +18,57 @@
 #include "spawn.h"
 #include "tenant.h"
 
+/* tenants per batch of statements sent while the next is prepared */
+#define PG_CHUNK 50
+
 /* Run SQL (one or more statements); an error with the server's message. */
+/*
+ * The results of what was sent: an error fails the job with the primary
+ * message only (the full one may quote the statement, and statements
+ * carry password secrets).
+ */
 static void
-admin_exec(PGconn *conn, const char *sql)
+admin_finish(PGconn *conn)
 {
-	PGresult   *res = PQexec(conn, sql);
-	ExecStatusType st = PQresultStatus(res);
+	PGresult   *res;
+	char	   *error = NULL;
 
-	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+	while ((res = PQgetResult(conn)) != NULL)
 	{
-		/*
-		 * The primary message only: the full one may quote the statement
-		 * (LINE n: ...), and the statements carry password verifiers.
-		 */
-		const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-		char	   *error = pstrdup(primary ? primary : PQerrorMessage(conn));
+		ExecStatusType st = PQresultStatus(res);
 
+		if (error == NULL && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+		{
+			const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+
+			error = pstrdup(primary ? primary : PQerrorMessage(conn));
+		}
 		PQclear(res);
+	}
+	if (error != NULL)
+	{
 		PQfinish(conn);
 		ereport(ERROR, (errmsg("tenant statement failed: %s", error)));
 	}
-	PQclear(res);
+}
+
+static void
+admin_send(PGconn *conn, const char *sql)
+{
+	if (!PQsendQuery(conn, sql))
+	{
+		char	   *error = pstrdup(PQerrorMessage(conn));
+
+		PQfinish(conn);
+		ereport(ERROR, (errmsg("tenant statement failed: %s", error)));
+	}
+}
+
+static void
+admin_exec(PGconn *conn, const char *sql)
+{
+	admin_send(conn, sql);
+	admin_finish(conn);
 }
 
 /* One row, one column of a query with one text parameter. */
@@ -67,10 +98,51 @@ owner_role(const char *name)
 	return pstrdup(quote_identifier(psprintf("%s$owner", name)));
 }
 
+/* Which of these roles exist (one query for a whole batch of tenants). */
+static List *
+existing_roles(PGconn *conn, List *roles)
+{
+	StringInfoData array;
+	const char *param;
+	PGresult   *res;
+	List	   *found = NIL;
+	ListCell   *lc;
+
+	initStringInfo(&array);
+	appendStringInfoChar(&array, '{');
+	foreach(lc, roles)
+		appendStringInfo(&array, "%s\"%s\"", array.len > 1 ? "," : "", (char *) lfirst(lc));
+	appendStringInfoChar(&array, '}');
+	param = array.data;
+	res = PQexecParams(conn, "SELECT rolname FROM pg_roles WHERE rolname = ANY ($1::text[])",
+					   1, NULL, &param, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+	{
+		PQclear(res);
+		PQfinish(conn);
+		ereport(ERROR, (errmsg("tenant query failed: could not read the roles")));
+	}
+	for (int i = 0; i < PQntuples(res); i++)
+		found = lappend(found, pstrdup(PQgetvalue(res, i, 0)));
+	PQclear(res);
+	return found;
+}
+
 static bool
 role_exists(PGconn *conn, const char *role)
 {
-	return strcmp(admin_value(conn, "SELECT count(*) FROM pg_roles WHERE rolname = $1", role), "1") == 0;
+	return existing_roles(conn, list_make1((char *) role)) != NIL;
+}
+
+static bool
+in_list(List *names, const char *name)
+{
+	ListCell   *lc;
+
+	foreach(lc, names)
+		if (strcmp(lfirst(lc), name) == 0)
+			return true;
+	return false;
 }
 
 /*
@@ -83,27 +155,38 @@ tenant_pg_create(Instance *inst, List *tenants)
 {
 	PGconn	   *conn = engine_postgres_connect(inst);
 	StringInfoData sql;
+	List	   *names = NIL;
+	List	   *roles;
 	ListCell   *lc;
+	int			n = 0;
 
+	foreach(lc, tenants)
+	{
+		names = lappend(names, ((Tenant *) lfirst(lc))->name);
+		names = lappend(names, psprintf("%s$owner", ((Tenant *) lfirst(lc))->name));
+	}
+	roles = existing_roles(conn, names);
+	admin_exec(conn, "BEGIN;\n"
+			   "REVOKE ALL ON SCHEMA public FROM PUBLIC;\n"
+			   "REVOKE TEMPORARY ON DATABASE postgres FROM PUBLIC;\n");
+
+	/*
+	 * Chunks of PG_CHUNK tenants: the server runs one (checking each SCRAM
+	 * secret costs it a key derivation) while the next is prepared here
+	 * (deriving the secrets), so the two processes work side by side.
+	 */
 	initStringInfo(&sql);
-	appendStringInfoString(&sql, "BEGIN;\n"
-						   "REVOKE ALL ON SCHEMA public FROM PUBLIC;\n"
-						   "REVOKE TEMPORARY ON DATABASE postgres FROM PUBLIC;\n");
 	foreach(lc, tenants)
 	{
 		Tenant	   *t = lfirst(lc);
 		const char *login = quote_identifier(t->name);
-		char	   *verifier = PQencryptPasswordConn(conn, t->password, t->name, "scram-sha-256");
-		char	   *literal;
 
-		if (verifier == NULL)
-			ereport(ERROR, (errmsg("could not compute a SCRAM verifier")));
-		literal = PQescapeLiteral(conn, verifier, strlen(verifier));
-		if (!role_exists(conn, psprintf("%s$owner", t->name)))
+		if (!in_list(roles, psprintf("%s$owner", t->name)))
 			appendStringInfo(&sql, "CREATE ROLE %s NOLOGIN;\n", owner_role(t->name));
 		appendStringInfo(&sql, "%s ROLE %s LOGIN NOINHERIT NOCREATEDB NOCREATEROLE PASSWORD %s"
 						 " CONNECTION LIMIT " INT64_FORMAT ";\n",
-						 role_exists(conn, t->name) ? "ALTER" : "CREATE", login, literal,
+						 in_list(roles, t->name) ? "ALTER" : "CREATE", login,
+						 quote_literal_cstr(dborch_scram_secret(t->password)),
 						 t->max_connections > 0 ? t->max_connections : -1);
 		appendStringInfo(&sql,
 						 "GRANT %s TO %s;\n"
@@ -113,11 +196,17 @@ tenant_pg_create(Instance *inst, List *tenants)
 						 owner_role(t->name), login,
 						 login, quote_literal_cstr(psprintf("%s$owner", t->name)),
 						 login, login, login, owner_role(t->name));
-		PQfreemem(literal);
-		PQfreemem(verifier);
+		if (++n % PG_CHUNK == 0 || lnext(tenants, lc) == NULL)
+		{
+			if (n > PG_CHUNK)
+				admin_finish(conn);	/* the chunk before */
+			CHECK_FOR_INTERRUPTS();
+			admin_send(conn, sql.data);
+			resetStringInfo(&sql);
+		}
 	}
-	appendStringInfoString(&sql, "COMMIT;\n");
-	admin_exec(conn, sql.data);
+	admin_finish(conn);
+	admin_exec(conn, "COMMIT");
 	PQfinish(conn);
 }
 

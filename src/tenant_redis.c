@@ -69,12 +69,38 @@ simple(redisContext *c, const char *command)
 	freeReplyObject(reply);
 }
 
-/* ACL SETUSER of a tenant from scratch ("reset"), read-only or not. */
+/* The reply of a command sent before: an error is an error. */
 static void
-set_user(redisContext *c, const char *name, const char *password, bool read_only)
+expect_reply(redisContext *c, const char *what)
+{
+	redisReply *reply;
+
+	if (redisGetReply(c, (void **) &reply) != REDIS_OK || reply->type == REDIS_REPLY_ERROR)
+		ereport(ERROR, (errmsg("redis %s failed: %s", what, reply ? reply->str : c->errstr)));
+	freeReplyObject(reply);
+}
+
+/* Write out what was appended to a blocking connection, without reading. */
+static void
+send_pending(redisContext *c)
+{
+	int			done = 0;
+
+	while (!done)
+		if (redisBufferWrite(c, &done) != REDIS_OK)
+			ereport(ERROR, (errmsg("redis write failed: %s", c->errstr)));
+}
+
+/* Send (without waiting) ACL SETUSER of a tenant from scratch ("reset"), read-only or not. */
+static void
+append_set_user(redisContext *c, const char *name, const char *password, bool read_only)
 {
 	List	   *args = list_make2("ACL", "SETUSER");
 	const char *const *rule;
+	const char **argv;
+	size_t	   *lens;
+	ListCell   *lc;
+	int			i = 0;
 
 	args = lappend(args, (char *) name);
 	for (rule = tenant_rules; *rule; rule++)
@@ -84,7 +110,22 @@ set_user(redisContext *c, const char *name, const char *password, bool read_only
 	args = lappend(args, psprintf("&%s:*", name));
 	for (rule = read_only ? read_only_rules : NULL; rule && *rule; rule++)
 		args = lappend(args, (char *) *rule);
-	freeReplyObject(command_argv(c, args));
+	argv = palloc(sizeof(char *) * list_length(args));
+	lens = palloc(sizeof(size_t) * list_length(args));
+	foreach(lc, args)
+	{
+		argv[i] = lfirst(lc);
+		lens[i++] = strlen(lfirst(lc));
+	}
+	if (redisAppendCommandArgv(c, i, argv, lens) != REDIS_OK)
+		ereport(ERROR, (errmsg("redis ACL SETUSER failed: %s", c->errstr)));
+}
+
+static void
+set_user(redisContext *c, const char *name, const char *password, bool read_only)
+{
+	append_set_user(c, name, password, read_only);
+	expect_reply(c, "ACL SETUSER");
 }
 
 /*
@@ -110,21 +151,34 @@ acl_instances(Instance *primary)
 void
 tenant_redis_create(Instance *inst, const char *password, List *tenants)
 {
+	List	   *conns = NIL;
 	ListCell   *li;
+	ListCell   *lc;
 
+	/*
+	 * Pipelined, and every instance at once: all ACL SETUSERs go out before
+	 * the first reply is read, then ACL SAVE (which takes seconds for ten
+	 * thousand users) runs on all instances side by side.
+	 */
 	foreach(li, acl_instances(inst))
+		conns = lappend(conns, engine_redis_connect(lfirst(li), password));
+	foreach(li, conns)
 	{
-		redisContext *c = engine_redis_connect(lfirst(li), password);
-		ListCell   *lc;
-
 		foreach(lc, tenants)
 		{
 			Tenant	   *t = lfirst(lc);
 
-			set_user(c, t->name, t->password, t->read_only);
+			append_set_user(lfirst(li), t->name, t->password, t->read_only);
 		}
-		simple(c, "ACL SAVE");
-		redisFree(c);
+		redisAppendCommand(lfirst(li), "ACL SAVE");
+		send_pending(lfirst(li));
+	}
+	foreach(li, conns)
+	{
+		foreach(lc, tenants)
+			expect_reply(lfirst(li), "ACL SETUSER");
+		expect_reply(lfirst(li), "ACL SAVE");
+		redisFree(lfirst(li));
 	}
 }
 
