@@ -300,6 +300,40 @@ set_retention(Deployment *d, Jsonb *retention)
 }
 
 /*
+ * A schedule of five cron fields (minute, hour, day of month, month, day
+ * of week) or a macro like @daily: pg_cron would also take a sixth field
+ * and silently ignore it, or "30 seconds", neither of which dborch means.
+ */
+static void
+check_schedule(const char *schedule)
+{
+	static const char *const macros[] = {"@hourly", "@daily", "@weekly", "@monthly", "@yearly",
+	"@annually", NULL};
+	int			fields = 0;
+	bool		in_field = false;
+
+	for (const char *const *m = macros; *m; m++)
+		if (strcmp(schedule, *m) == 0)
+			return;
+	for (const char *p = schedule; *p; p++)
+	{
+		bool		space = (*p == ' ' || *p == '\t');
+
+		if (!space && !isalnum((unsigned char) *p) && strchr("*,-/", *p) == NULL)
+			fields = -100;		/* a character no cron field has */
+		if (!space && !in_field)
+			fields++;
+		in_field = !space;
+	}
+	if (fields != 5)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid schedule \"%s\"", dborch_clip(schedule, 60)),
+				 errhint("Give five cron fields (minute hour day-of-month month day-of-week), "
+						 "like '0 3 * * *', or @hourly, @daily, @weekly, @monthly, @yearly.")));
+}
+
+/*
  * dborch.schedule_backups(name, schedule, kind, retention, verify): a
  * pg_cron job calling dborch.backup(); retention, when given, applies to
  * the deployment's backups after each one.
@@ -316,6 +350,7 @@ dborch_schedule_backups(PG_FUNCTION_ARGS)
 	Deployment *d;
 	Datum		row;
 
+	check_schedule(schedule);
 	api_enter(&caller);
 	d = api_deployment(&caller, name, false);
 	check_kind(kind, d->engine);

@@ -41,7 +41,8 @@ extern char *pgbr_info(const char *deployment_name, int64 deployment_id);
 /*
  * Restore a backup of the source deployment into datadir: the backup
  * labelled label (to its consistent point), or the point in time
- * target_time (text, as pgBackRest reads it).  delta reuses files already
+ * target_time (text, as pgBackRest reads it) from the backup labelled
+ * label, or from the one pgBackRest picks when label is NULL.  delta reuses files already
  * in datadir.  size_hint (bytes) scales the progress report.
  */
 extern void pgbr_restore(const char *source_name, int64 source_id, const char *label,

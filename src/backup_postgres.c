@@ -260,10 +260,9 @@ pgbr_restore(const char *source_name, int64 source_id, const char *label,
 		argv[n++] = psprintf("--target=%s", target_time);
 	}
 	else
-	{
 		argv[n++] = "--type=immediate";
+	if (label != NULL)
 		argv[n++] = psprintf("--set=%s", label);
-	}
 	if (delta)
 		argv[n++] = "--delta";
 	argv[n] = NULL;

@@ -1758,6 +1758,30 @@ cat_recoverable_window(int64 deployment_id, char **from, char **to)
 	return true;
 }
 
+/*
+ * The label of the backup a point-in-time restore to target_time starts
+ * from: the newest finished before it, but after an in-place restore that
+ * came before the target only one taken since, or the backup that restore
+ * put back (the others are on a timeline that forked away).  NULL: leave
+ * the choice to pgBackRest.
+ */
+char *
+cat_pitr_base_backup(int64 deployment_id, const char *target_time)
+{
+	CatResult  *r = cat_query("WITH r AS (SELECT j.finished_at, (j.args ->> 'backup_id')::bigint AS backup_id"
+							  "   FROM dborch.jobs j WHERE j.deployment_id = $1::bigint"
+							  "   AND j.kind = 'restore_in_place' AND j.state = 'succeeded'"
+							  "   AND j.finished_at <= $2::timestamptz ORDER BY j.finished_at DESC LIMIT 1)"
+							  " SELECT b.label FROM dborch.backups b LEFT JOIN r ON true"
+							  " WHERE b.deployment_id = $1::bigint AND b.status = 'succeeded'"
+							  " AND b.finished_at <= $2::timestamptz"
+							  " AND (r.finished_at IS NULL OR b.started_at >= r.finished_at OR b.id = r.backup_id)"
+							  " ORDER BY b.finished_at DESC LIMIT 1",
+							  2, cat_i64(deployment_id), target_time);
+
+	return r->nrows ? cat_str(r, 0, "label") : NULL;
+}
+
 /* Is time (text) inside [from, to]? */
 bool
 cat_time_between(const char *time, const char *from, const char *to)

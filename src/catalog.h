@@ -219,6 +219,7 @@ extern CatResult *cat_expire_redis_backups(int64 deployment_id, int full_count, 
 extern void cat_expire_all_backups(int64 deployment_id);
 extern void cat_backup_verified(int64 id, const char *error);
 extern bool cat_recoverable_window(int64 deployment_id, char **from, char **to);
+extern char *cat_pitr_base_backup(int64 deployment_id, const char *target_time);
 extern bool cat_time_between(const char *time, const char *from, const char *to);
 extern Datum cat_schedule_backups(Deployment *d, const char *schedule, const char *kind, bool verify);
 extern int	cat_unschedule_backups(int64 deployment_id, const char *kind);

@@ -66,7 +66,8 @@ stage_restore_data(JobContext *ctx)
 
 		if (!in_place)
 			dborch_remove_tree(datadir);
-		pgbr_restore(source->name, source->id, b ? b->label : NULL, target_time, datadir,
+		pgbr_restore(source->name, source->id,
+					 b ? b->label : cat_pitr_base_backup(source->id, target_time), target_time, datadir,
 					 in_place, b ? b->size_bytes : 0, psprintf("%s/restore.log", inst->directory));
 	}
 	else
@@ -101,7 +102,8 @@ connect_after_recovery(Instance *inst)
 		}
 		if (res)
 			PQclear(res);
-		if (dborch_now_ms() > deadline)
+		/* a server that stopped (recovery failed) will not finish either */
+		if (dborch_now_ms() > deadline || engine_get(inst->engine)->running_pid(inst) == 0)
 			ereport(ERROR,
 					(errmsg("the restored PostgreSQL of deployment \"%s\" did not finish recovery",
 							inst->deployment_name),

@@ -47,8 +47,8 @@ make_hash(const char *name, Size entrysize)
 }
 
 /* Read a small /proc file; false if the process is gone. */
-static bool
-read_proc_file(int pid, const char *file, char *buf, size_t size)
+bool
+procstat_read(int pid, const char *file, char *buf, size_t size)
 {
 	char		path[64];
 	int			fd;
@@ -77,7 +77,7 @@ read_stat(int pid, int *ppid, uint64 *ticks, int64 *rss_pages)
 				stime = 0;
 	long		rss = 0;
 
-	if (!read_proc_file(pid, "stat", buf, sizeof(buf)))
+	if (!procstat_read(pid, "stat", buf, sizeof(buf)))
 		return false;
 	p = strrchr(buf, ')');
 	if (p == NULL || p[1] != ' ' || p[2] == 'Z')
@@ -114,7 +114,7 @@ private_pages(int pid)
 				resident,
 				shared;
 
-	if (!read_proc_file(pid, "statm", buf, sizeof(buf)) ||
+	if (!procstat_read(pid, "statm", buf, sizeof(buf)) ||
 		sscanf(buf, "%ld %ld %ld", &size, &resident, &shared) != 3)
 		return 0;
 	return Max(resident - shared, 0);

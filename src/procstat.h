@@ -15,6 +15,9 @@ typedef struct ProcUsage
  * Read /proc once for these server pids and their children; call before a
  * round of procstat_usage().
  */
+/* Read a small /proc/<pid>/<file> (NUL-terminated); false if the process is gone. */
+extern bool procstat_read(int pid, const char *file, char *buf, size_t size);
+
 extern void procstat_refresh(const int *pids, int npids);
 
 /*

@@ -12,12 +12,19 @@
  * killed worker leaves no initdb behind; a server from spawn_start() does
  * not, it must outlive the worker.
  *
+ * PR_SET_PDEATHSIG stops the child only, not what it started in turn
+ * (pgBackRest's local processes, which keep its lock): while a child of
+ * spawn_run() runs, its process group and program are in <log>.pgid, and
+ * the next spawn_run() with the same log (a resumed job) kills what is left
+ * of that group first.
+ *
  * Waiting uses a pidfd in the worker's WaitLatch, so a wait ends the moment
  * the process exits, honours interrupts and postmaster death, and has a
  * deadline.
  */
 #include "postgres.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -30,6 +37,7 @@
 #include "storage/latch.h"
 
 #include "dborch.h"
+#include "procstat.h"
 #include "spawn.h"
 
 /* Child of spawn_run() being waited for: killed if this process exits. */
@@ -54,6 +62,71 @@ kill_running_child(int code, Datum arg)
 		(void) waitpid(running_child, NULL, 0);
 		running_child = 0;
 	}
+}
+
+/* The process group of pid (from /proc/<pid>/stat), or -1 if it is gone. */
+static pid_t
+process_group(pid_t pid)
+{
+	char		stat[512];
+	char	   *p;
+	int			ppid,
+				pgrp;
+
+	/* after "pid (comm)": state ppid pgrp */
+	if (!procstat_read(pid, "stat", stat, sizeof(stat)) || (p = strrchr(stat, ')')) == NULL ||
+		sscanf(p + 1, " %*c %d %d", &ppid, &pgrp) != 2)
+		return -1;
+	return pgrp;
+}
+
+/* The processes of group pgid that run program; kill them if kill_them. */
+static int
+group_members(pid_t pgid, const char *program, bool kill_them)
+{
+	DIR		   *dir = opendir("/proc");
+	struct dirent *de;
+	int			found = 0;
+
+	while (dir != NULL && (de = readdir(dir)) != NULL)
+	{
+		pid_t		pid = atoi(de->d_name);
+		char		cmdline[MAXPGPATH];
+
+		if (pid <= 0 || process_group(pid) != pgid ||
+			!procstat_read(pid, "cmdline", cmdline, sizeof(cmdline)) ||
+			strcmp(cmdline, program) != 0)	/* argv[0] */
+			continue;
+		found++;
+		if (kill_them)
+			kill(pid, SIGKILL);
+	}
+	if (dir != NULL)
+		closedir(dir);
+	return found;
+}
+
+/* Kill what a killed worker's child left behind (see the header). */
+static void
+kill_leftover_group(const char *log_path)
+{
+	char	   *pgid_file = psprintf("%s.pgid", log_path);
+	char	   *recorded = dborch_read_file(pgid_file, true);
+	char	   *program = recorded ? strchr(recorded, '\n') : NULL;
+	pid_t		pgid = recorded ? atoi(recorded) : 0;
+	int64		deadline = dborch_now_ms() + 5000;
+
+	if (program == NULL || pgid <= 0)
+		return;
+	program++;
+	if (group_members(pgid, program, true) > 0)
+	{
+		ereport(LOG, (errmsg("dborch: killed what was left of \"%s\" (process group %d)",
+							 program, (int) pgid)));
+		while (group_members(pgid, program, false) > 0 && dborch_now_ms() < deadline)
+			pg_usleep(20000);
+	}
+	unlink(pgid_file);
 }
 
 /* Open a descriptor that becomes readable when pid exits; -1 if unsupported. */
@@ -192,8 +265,10 @@ spawn_run_progress(const char *const *argv, const char *log_path, int timeout_ms
 		exit_callback_registered = true;
 	}
 
+	kill_leftover_group(log_path);
 	pid = fork_exec(argv, log_path, true);
 	running_child = pid;
+	dborch_write_file(psprintf("%s.pgid", log_path), psprintf("%d\n%s", (int) pid, argv[0]), 0600);
 	pidfd = open_pidfd(pid);
 
 	PG_TRY();
@@ -222,6 +297,7 @@ spawn_run_progress(const char *const *argv, const char *log_path, int timeout_ms
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
 	running_child = 0;
+	unlink(psprintf("%s.pgid", log_path));
 
 	if (WIFEXITED(status))
 		return WEXITSTATUS(status);
