@@ -52,8 +52,9 @@ engine_uri_host(const char *host)
 }
 
 /*
- * Retry probe (a real client query with the generated credentials) every
- * nap_ms until it succeeds; an error when the server exited (with the tail
+ * Retry probe (a real client query with the generated credentials) after
+ * nap_ms, doubling up to 25 ms (a long crash recovery is not asked a hundred
+ * times a second, each a connection the server forks for) until it succeeds; an error when the server exited (with the tail
  * of log_file) or after timeout_ms.  server names the program in messages.
  */
 void
@@ -62,6 +63,7 @@ engine_wait_ready(Instance *inst, const char *password, int timeout_ms, int nap_
 {
 	const EngineOps *engine = engine_get(inst->engine);
 	int64		deadline = dborch_now_ms() + timeout_ms;
+	int			nap = nap_ms;
 
 	for (;;)
 	{
@@ -80,8 +82,9 @@ engine_wait_ready(Instance *inst, const char *password, int timeout_ms, int nap_
 							server, inst->deployment_name, timeout_ms),
 					 errdetail("Last error: %s", failure)));
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 nap_ms, DBORCH_WAIT_EVENT);
+						 nap, DBORCH_WAIT_EVENT);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
+		nap = Min(nap * 2, Max(nap_ms, 25));
 	}
 }

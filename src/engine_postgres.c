@@ -142,7 +142,9 @@ postgres_configure_network(Instance *inst)
 					"cluster_name = '%s'\n"
 					"archive_mode = on\n"
 					"archive_command = %s\n"
-					"wal_log_hints = on\n",	/* pg_rewind after a failover */
+					"wal_log_hints = on\n"	/* pg_rewind after a failover */
+					/* after a crash, one syncfs() instead of an fsync per file */
+					"recovery_init_sync_method = syncfs\n",
 					inst->deployment_name, inst->host, inst->port, inst->directory,
 					shared_buffers_kb, inst->deployment_name,
 					conf_literal(pgbr_archive_command(inst->deployment_name, inst->deployment_id)));
