@@ -16,55 +16,7 @@
 \set ON_ERROR_STOP 0
 \getenv test_dir DBORCH_TEST_DIR
 SET client_min_messages = warning;
-
--- The status of the newest deployment called dep once it is out of every
--- transitional state (restoring included), or the last status at the timeout.
-CREATE FUNCTION pg_temp.tap_settle(dep text, timeout interval)
-RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-	deadline timestamptz := clock_timestamp() + timeout;
-	s text;
-BEGIN
-	LOOP
-		SELECT status INTO s FROM dborch.deployments WHERE name = dep ORDER BY id DESC LIMIT 1;
-		EXIT WHEN s NOT IN ('pending', 'provisioning', 'restoring', 'stopping', 'starting', 'destroying')
-			OR clock_timestamp() > deadline;
-		PERFORM pg_sleep(0.05);
-	END LOOP;
-	RETURN s;
-END
-$$;
-
--- The final state of job j (succeeded, failed, cancelled), or its state at the timeout.
-CREATE FUNCTION pg_temp.tap_job_end(j bigint, timeout interval)
-RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-	deadline timestamptz := clock_timestamp() + timeout;
-	s text;
-BEGIN
-	LOOP
-		SELECT state INTO s FROM dborch.jobs WHERE id = j;
-		EXIT WHEN s IN ('succeeded', 'failed', 'cancelled') OR clock_timestamp() > deadline;
-		PERFORM pg_sleep(0.05);
-	END LOOP;
-	RETURN s;
-END
-$$;
-
--- The error a statement raises, as "SQLSTATE: message | detail | hint"; 'no error' if none.
-CREATE FUNCTION pg_temp.tap_error(q text)
-RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-	st text; msg text; det text; hnt text;
-BEGIN
-	EXECUTE q;
-	RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
-		det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
-	RETURN st || ': ' || msg || ' | ' || coalesce(det, '') || ' | ' || coalesce(hnt, '');
-END
-$$;
+\ir helpers.psql
 
 -- Wait until a job worker reports that it is paused at point ('kind:stage[:after]').
 CREATE FUNCTION pg_temp.tap_await_paused(point text, timeout interval)
@@ -93,7 +45,7 @@ SELECT plan(123);
 ------------------------------------------------------------------------------
 BEGIN;
 SELECT 1 FROM dborch.deploy('tap_bk_nr', 'postgres', '{"memory": "32MB"}') \g /dev/null
-SELECT pg_temp.tap_error($$SELECT dborch.backup('tap_bk_nr', 'full')$$) AS err_not_ready \gset
+SELECT pg_temp.tap_error_full($$SELECT dborch.backup('tap_bk_nr', 'full')$$) AS err_not_ready \gset
 ROLLBACK;
 SELECT matches(:'err_not_ready'::text, '^55000: cannot back up deployment "tap_bk_nr" while it is pending',
                'backup() of a deployment that is not ready is refused (55000)');
@@ -110,10 +62,10 @@ SELECT value AS pw FROM dborch.secrets WHERE deployment_id = :dep_id AND name = 
 SELECT :'test_dir' || '/managed/backups/tap_bk_pg-' || :dep_id AS bk_dir,
        'dborch-canary-' || md5(random()::text) AS canary \gset
 
-SELECT pg_temp.tap_error($$SELECT dborch.restore('tap_bk_pg', new_name => 'tap_bk_x')$$) AS err_no_backup \gset
+SELECT pg_temp.tap_error_full($$SELECT dborch.restore('tap_bk_pg', new_name => 'tap_bk_x')$$) AS err_no_backup \gset
 SELECT matches(:'err_no_backup'::text, '^55000: deployment "tap_bk_pg" has no backup to restore .*dborch\.backup',
                'restore() of a deployment without a backup is refused (55000), with a hint naming dborch.backup()');
-SELECT pg_temp.tap_error($$SELECT dborch.backup('tap_bk_pg', 'weekly')$$) AS err_kind \gset
+SELECT pg_temp.tap_error_full($$SELECT dborch.backup('tap_bk_pg', 'weekly')$$) AS err_kind \gset
 SELECT matches(:'err_kind'::text, '^22023: invalid backup kind "weekly" .*full.*diff.*incr',
                'an unknown backup kind is refused (22023), with a hint listing the kinds');
 
@@ -310,29 +262,29 @@ SELECT cmp_ok(:'out'::int, '>', 0, 'the repository holds archived WAL (searched 
 ------------------------------------------------------------------------------
 -- refusals
 ------------------------------------------------------------------------------
-SELECT pg_temp.tap_error(format('SELECT dborch.restore(%L, backup => %s)', 'tap_bk_pg', :b1)) AS err \gset
+SELECT pg_temp.tap_error_full(format('SELECT dborch.restore(%L, backup => %s)', 'tap_bk_pg', :b1)) AS err \gset
 SELECT matches(:'err'::text, '^22023: restore needs new_name, or in_place => true', 'restore() with neither new_name nor in_place is refused (22023)');
-SELECT pg_temp.tap_error(format('SELECT dborch.restore(%L, backup => %s, new_name => %L, in_place => true)', 'tap_bk_pg', :b1, 'tap_bk_x')) AS err \gset
+SELECT pg_temp.tap_error_full(format('SELECT dborch.restore(%L, backup => %s, new_name => %L, in_place => true)', 'tap_bk_pg', :b1, 'tap_bk_x')) AS err \gset
 SELECT matches(:'err'::text, '^22023: a restore in place takes no new_name', 'restore() with both new_name and in_place is refused (22023)');
-SELECT pg_temp.tap_error(format('SELECT dborch.restore(%L, backup => %s, target_time => now(), new_name => %L)', 'tap_bk_pg', :b1, 'tap_bk_x')) AS err \gset
+SELECT pg_temp.tap_error_full(format('SELECT dborch.restore(%L, backup => %s, target_time => now(), new_name => %L)', 'tap_bk_pg', :b1, 'tap_bk_x')) AS err \gset
 SELECT matches(:'err'::text, '^22023: give either backup or target_time, not both', 'restore() with both backup and target_time is refused (22023)');
-SELECT pg_temp.tap_error(format('SELECT dborch.restore(%L, target_time => %L, new_name => %L)', 'tap_bk_pg',
+SELECT pg_temp.tap_error_full(format('SELECT dborch.restore(%L, target_time => %L, new_name => %L)', 'tap_bk_pg',
                                 (SELECT started_at - interval '1 hour' FROM dborch.backups WHERE id = :b1), 'tap_bk_x')) AS err \gset
 SELECT matches(:'err'::text, '^22023: target time .* is outside the recoverable window of deployment "tap_bk_pg"',
                'restore() to a time before the first backup is refused (22023)');
 SELECT ok(position('The window is from ' || (SELECT finished_at::text FROM dborch.backups WHERE id = :b1) IN :'err') > 0,
           'the refusal names the window, from the end of the first backup');
-SELECT pg_temp.tap_error(format('SELECT dborch.restore(%L, target_time => now() + interval %L, new_name => %L)', 'tap_bk_pg', '1 hour', 'tap_bk_x')) AS err \gset
+SELECT pg_temp.tap_error_full(format('SELECT dborch.restore(%L, target_time => now() + interval %L, new_name => %L)', 'tap_bk_pg', '1 hour', 'tap_bk_x')) AS err \gset
 SELECT matches(:'err'::text, '^22023: target time .* is outside the recoverable window', 'restore() to a time in the future is refused (22023)');
-SELECT pg_temp.tap_error(format('SELECT dborch.restore(%L, backup => %s, new_name => %L)', 'tap_bk_pg', :b1, 'tap_bk_pg_r1')) AS err \gset
+SELECT pg_temp.tap_error_full(format('SELECT dborch.restore(%L, backup => %s, new_name => %L)', 'tap_bk_pg', :b1, 'tap_bk_pg_r1')) AS err \gset
 SELECT matches(:'err'::text, '^42710: deployment "tap_bk_pg_r1" already exists', 'restore() into an existing name is refused (42710)');
-SELECT pg_temp.tap_error(format('SELECT dborch.restore(%L, backup => %s, new_name => %L)', 'tap_bk_pg', :b1, 'tap_bk_pg')) AS err \gset
+SELECT pg_temp.tap_error_full(format('SELECT dborch.restore(%L, backup => %s, new_name => %L)', 'tap_bk_pg', :b1, 'tap_bk_pg')) AS err \gset
 SELECT matches(:'err'::text, '^42710: ', 'restore() into the source''s own name is refused (42710)');
-SELECT pg_temp.tap_error(format('SELECT dborch.restore(%L, backup => -1, new_name => %L)', 'tap_bk_pg', 'tap_bk_x')) AS err \gset
+SELECT pg_temp.tap_error_full(format('SELECT dborch.restore(%L, backup => -1, new_name => %L)', 'tap_bk_pg', 'tap_bk_x')) AS err \gset
 SELECT matches(:'err'::text, '^42704: ', 'restore() of an unknown backup is refused (42704)');
-SELECT pg_temp.tap_error(format('SELECT dborch.restore(%L, backup => %s, new_name => %L)', 'tap_bk_pg', :b1, 'Bad-Name')) AS err \gset
+SELECT pg_temp.tap_error_full(format('SELECT dborch.restore(%L, backup => %s, new_name => %L)', 'tap_bk_pg', :b1, 'Bad-Name')) AS err \gset
 SELECT matches(:'err'::text, '^22023: ', 'restore() into an invalid name is refused (22023)');
-SELECT pg_temp.tap_error($$SELECT dborch.restore('tap_bk_nothere', new_name => 'tap_bk_x')$$) AS err \gset
+SELECT pg_temp.tap_error_full($$SELECT dborch.restore('tap_bk_nothere', new_name => 'tap_bk_x')$$) AS err \gset
 SELECT matches(:'err'::text, '^42704: ', 'restore() of an unknown deployment is refused (42704)');
 SELECT is((SELECT count(*) FROM dborch.deployments WHERE name = 'tap_bk_x'), 0::bigint,
           'no refused restore left a deployment row');
@@ -381,7 +333,7 @@ SELECT is((SELECT count(*) FROM dborch.secrets WHERE deployment_id = :r3_id), 0:
 ------------------------------------------------------------------------------
 SELECT status AS ip_status FROM dborch.restore('tap_bk_pg', backup => :b2, in_place => true) \gset
 SELECT is(:'ip_status'::text, 'restoring', 'restore(in_place => true) returns the deployment, restoring');
-SELECT pg_temp.tap_error(format('SELECT dborch.restore(%L, backup => %s, in_place => true)', 'tap_bk_pg', :b1)) AS err \gset
+SELECT pg_temp.tap_error_full(format('SELECT dborch.restore(%L, backup => %s, in_place => true)', 'tap_bk_pg', :b1)) AS err \gset
 SELECT matches(:'err'::text, '^55000: ', 'a second restore in place while one runs is refused (55000)');
 -- restoring is a transitional state like stopping or starting: while it lasts
 -- connection_string() refuses with the hint "Wait for it with dborch.wait()"

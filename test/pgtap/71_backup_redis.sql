@@ -12,55 +12,7 @@
 \set ON_ERROR_STOP 0
 \getenv test_dir DBORCH_TEST_DIR
 SET client_min_messages = warning;
-
--- The status of the newest deployment called dep once it is out of every
--- transitional state (restoring included), or the last status at the timeout.
-CREATE FUNCTION pg_temp.tap_settle(dep text, timeout interval)
-RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-	deadline timestamptz := clock_timestamp() + timeout;
-	s text;
-BEGIN
-	LOOP
-		SELECT status INTO s FROM dborch.deployments WHERE name = dep ORDER BY id DESC LIMIT 1;
-		EXIT WHEN s NOT IN ('pending', 'provisioning', 'restoring', 'stopping', 'starting', 'destroying')
-			OR clock_timestamp() > deadline;
-		PERFORM pg_sleep(0.02);
-	END LOOP;
-	RETURN s;
-END
-$$;
-
--- The final state of job j (succeeded, failed, cancelled), or its state at the timeout.
-CREATE FUNCTION pg_temp.tap_job_end(j bigint, timeout interval)
-RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-	deadline timestamptz := clock_timestamp() + timeout;
-	s text;
-BEGIN
-	LOOP
-		SELECT state INTO s FROM dborch.jobs WHERE id = j;
-		EXIT WHEN s IN ('succeeded', 'failed', 'cancelled') OR clock_timestamp() > deadline;
-		PERFORM pg_sleep(0.02);
-	END LOOP;
-	RETURN s;
-END
-$$;
-
--- The error a statement raises, as "SQLSTATE: message | detail | hint"; 'no error' if none.
-CREATE FUNCTION pg_temp.tap_error(q text)
-RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-	st text; msg text; det text; hnt text;
-BEGIN
-	EXECUTE q;
-	RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
-		det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
-	RETURN st || ': ' || msg || ' | ' || coalesce(det, '') || ' | ' || coalesce(hnt, '');
-END
-$$;
+\ir helpers.psql
 
 SELECT plan(77);
 
@@ -75,10 +27,10 @@ SELECT value AS pw FROM dborch.secrets WHERE deployment_id = :dep_id AND name = 
 SELECT :'test_dir' || '/managed/backups/tap_bk_redis-' || :dep_id AS bk_dir,
        'dborch-canary-' || md5(random()::text) AS canary \gset
 
-SELECT pg_temp.tap_error($$SELECT dborch.backup('tap_bk_redis', 'diff')$$) AS err \gset
+SELECT pg_temp.tap_error_full($$SELECT dborch.backup('tap_bk_redis', 'diff')$$) AS err \gset
 SELECT matches(:'err'::text, '^22023: Redis deployments only take full backups \| .*\| .*use kind ''full''',
                'kind diff on Redis is refused (22023), with a hint to use kind full');
-SELECT pg_temp.tap_error($$SELECT dborch.backup('tap_bk_redis', 'incr')$$) AS err \gset
+SELECT pg_temp.tap_error_full($$SELECT dborch.backup('tap_bk_redis', 'incr')$$) AS err \gset
 SELECT matches(:'err'::text, '^22023: Redis deployments only take full backups', 'kind incr on Redis is refused (22023)');
 SELECT is((SELECT count(*) FROM dborch.backups WHERE deployment_id = :dep_id), 0::bigint, 'the refused backups left no row');
 
@@ -129,7 +81,7 @@ SELECT is((SELECT (detail ->> 'backup_id')::bigint FROM dborch.events WHERE job_
 \set out `(timeout 10 redis-cli -u :'r_uri' --no-auth-warning SET tap:k1 changed; timeout 10 redis-cli -u :'r_uri' --no-auth-warning DEL tap:k2 tap:hash; timeout 10 redis-cli -u :'r_uri' --no-auth-warning SET tap:new added; timeout 10 redis-cli -u :'r_uri' --no-auth-warning RPUSH tap:list d) 2>&1 | tr '\n' ' '`
 SELECT is(:'out'::text, 'OK 2 OK 4 ', 'keys are changed, deleted and added after the backup');
 
-SELECT pg_temp.tap_error($$SELECT dborch.restore('tap_bk_redis', target_time => now(), new_name => 'tap_bk_x')$$) AS err \gset
+SELECT pg_temp.tap_error_full($$SELECT dborch.restore('tap_bk_redis', target_time => now(), new_name => 'tap_bk_x')$$) AS err \gset
 SELECT matches(:'err'::text, '^22023: Redis deployments cannot be restored to a point in time \| .*\| .*backup => id',
                'a point-in-time restore of Redis is refused (22023), with a hint to restore a backup');
 
@@ -156,7 +108,7 @@ SELECT matches(:'out'::text, 'WRONGPASS', 'the source''s password is refused by 
 -- a stopped deployment cannot be backed up; after a restart the restored keys are still there
 SELECT is((SELECT status FROM dborch.stop('tap_bk_redis_r')), 'stopping', 'stop() of the restored deployment');
 SELECT is((SELECT status FROM dborch.wait('tap_bk_redis_r', '60s')), 'stopped', 'it is stopped');
-SELECT pg_temp.tap_error($$SELECT dborch.backup('tap_bk_redis_r')$$) AS err \gset
+SELECT pg_temp.tap_error_full($$SELECT dborch.backup('tap_bk_redis_r')$$) AS err \gset
 SELECT matches(:'err'::text, '^55000: cannot back up deployment "tap_bk_redis_r" while it is stopped',
                'backup() of a stopped deployment is refused (55000)');
 SELECT is((SELECT status FROM dborch.start('tap_bk_redis_r')), 'starting', 'start() of the restored deployment');

@@ -11,39 +11,7 @@
 \set ON_ERROR_STOP 0
 \getenv test_dir DBORCH_TEST_DIR
 SET client_min_messages = warning;
-
--- The status of the newest deployment called dep once it is out of every
--- transitional state, or the last status at the timeout.
-CREATE FUNCTION pg_temp.tap_settle(dep text, timeout interval)
-RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-	deadline timestamptz := clock_timestamp() + timeout;
-	s text;
-BEGIN
-	LOOP
-		SELECT status INTO s FROM dborch.deployments WHERE name = dep ORDER BY id DESC LIMIT 1;
-		EXIT WHEN s NOT IN ('pending', 'provisioning', 'restoring', 'stopping', 'starting', 'destroying')
-			OR clock_timestamp() > deadline;
-		PERFORM pg_sleep(0.02);
-	END LOOP;
-	RETURN s;
-END
-$$;
-
--- The error a statement raises, as "SQLSTATE: message | detail | hint"; 'no error' if none.
-CREATE FUNCTION pg_temp.tap_error(q text)
-RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-	st text; msg text; det text; hnt text;
-BEGIN
-	EXECUTE q;
-	RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
-		det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
-	RETURN st || ': ' || msg || ' | ' || coalesce(det, '') || ' | ' || coalesce(hnt, '');
-END
-$$;
+\ir helpers.psql
 
 SELECT plan(70);
 
@@ -57,30 +25,30 @@ SELECT :'test_dir' || '/managed/backups/tap_bk_sched-' || :dep_id AS bk_dir,
 ------------------------------------------------------------------------------
 -- refusals
 ------------------------------------------------------------------------------
-SELECT pg_temp.tap_error($$SELECT dborch.schedule_backups('tap_bk_sched', 'not a schedule')$$) AS err \gset
+SELECT pg_temp.tap_error_full($$SELECT dborch.schedule_backups('tap_bk_sched', 'not a schedule')$$) AS err \gset
 SELECT matches(:'err'::text, '^22023: invalid schedule', 'a schedule that is not a cron expression is refused (22023)');
 -- (rolled back, so that the other assertions hold if it is accepted)
 BEGIN;
-SELECT pg_temp.tap_error($$SELECT dborch.schedule_backups('tap_bk_sched', '*/30 * * * * *')$$) AS err \gset
+SELECT pg_temp.tap_error_full($$SELECT dborch.schedule_backups('tap_bk_sched', '*/30 * * * * *')$$) AS err \gset
 ROLLBACK;
 SELECT matches(:'err'::text, '^22023: ',
                'a six-field (seconds) cron expression is refused (22023): pg_cron 1.4 would run it every 30 minutes');
-SELECT pg_temp.tap_error($$SELECT dborch.schedule_backups('tap_bk_sched', '0 3 * * *', 'weekly')$$) AS err \gset
+SELECT pg_temp.tap_error_full($$SELECT dborch.schedule_backups('tap_bk_sched', '0 3 * * *', 'weekly')$$) AS err \gset
 SELECT matches(:'err'::text, '^22023: invalid backup kind', 'an unknown kind is refused (22023)');
-SELECT pg_temp.tap_error($$SELECT dborch.schedule_backups('tap_bk_sched_r', '0 3 * * *', 'diff')$$) AS err \gset
+SELECT pg_temp.tap_error_full($$SELECT dborch.schedule_backups('tap_bk_sched_r', '0 3 * * *', 'diff')$$) AS err \gset
 SELECT matches(:'err'::text, '^22023: Redis deployments only take full backups \| .*\| .*use kind ''full''',
                'scheduled diff backups of Redis are refused (22023), with a hint');
-SELECT pg_temp.tap_error($$SELECT dborch.schedule_backups('tap_bk_sched', '0 3 * * *', 'full', '{"full": 0}')$$) AS err \gset
+SELECT pg_temp.tap_error_full($$SELECT dborch.schedule_backups('tap_bk_sched', '0 3 * * *', 'full', '{"full": 0}')$$) AS err \gset
 SELECT matches(:'err'::text, '^22023: retention "full" must be a whole number of at least 1', 'retention {"full": 0} is refused (22023)');
-SELECT pg_temp.tap_error($$SELECT dborch.schedule_backups('tap_bk_sched', '0 3 * * *', 'full', '{"full": 1.5}')$$) AS err \gset
+SELECT pg_temp.tap_error_full($$SELECT dborch.schedule_backups('tap_bk_sched', '0 3 * * *', 'full', '{"full": 1.5}')$$) AS err \gset
 SELECT matches(:'err'::text, '^22023: ', 'retention {"full": 1.5} is refused (22023)');
-SELECT pg_temp.tap_error($$SELECT dborch.schedule_backups('tap_bk_sched', '0 3 * * *', 'full', '{"max_age": "1 hour"}')$$) AS err \gset
+SELECT pg_temp.tap_error_full($$SELECT dborch.schedule_backups('tap_bk_sched', '0 3 * * *', 'full', '{"max_age": "1 hour"}')$$) AS err \gset
 SELECT matches(:'err'::text, '^22023: retention "max_age" must be at least one day', 'retention max_age under a day is refused (22023)');
-SELECT pg_temp.tap_error($$SELECT dborch.schedule_backups('tap_bk_sched', '0 3 * * *', 'full', '{"weeks": 2}')$$) AS err \gset
+SELECT pg_temp.tap_error_full($$SELECT dborch.schedule_backups('tap_bk_sched', '0 3 * * *', 'full', '{"weeks": 2}')$$) AS err \gset
 SELECT matches(:'err'::text, '^22023: invalid retention option "weeks"', 'an unknown retention option is refused (22023)');
-SELECT pg_temp.tap_error($$SELECT dborch.schedule_backups('tap_bk_sched', '0 3 * * *', 'full', '[2]')$$) AS err \gset
+SELECT pg_temp.tap_error_full($$SELECT dborch.schedule_backups('tap_bk_sched', '0 3 * * *', 'full', '[2]')$$) AS err \gset
 SELECT matches(:'err'::text, '^22023: retention must be a JSON object', 'a retention that is not an object is refused (22023)');
-SELECT pg_temp.tap_error($$SELECT dborch.schedule_backups('tap_bk_nothere', '0 3 * * *')$$) AS err \gset
+SELECT pg_temp.tap_error_full($$SELECT dborch.schedule_backups('tap_bk_nothere', '0 3 * * *')$$) AS err \gset
 SELECT matches(:'err'::text, '^42704: ', 'scheduling backups of an unknown deployment is refused (42704)');
 SELECT is((SELECT count(*) FROM dborch.backup_schedules WHERE deployment_id IN (:dep_id, :rdep_id)), 0::bigint,
           'the refused calls left no schedule');
@@ -117,7 +85,7 @@ SELECT is((SELECT (full_count, max_age)::text FROM dborch.backup_retention WHERE
 -- the pg_cron command run by hand makes a backup; with an incr and two more
 -- full backups, retention leaves the newest two full ones
 ------------------------------------------------------------------------------
-SELECT is((SELECT pg_temp.tap_error(command) FROM cron.job WHERE jobid = :cron_id), 'no error',
+SELECT is((SELECT pg_temp.tap_error_full(command) FROM cron.job WHERE jobid = :cron_id), 'no error',
           'the pg_cron job''s command runs');
 SELECT id AS b1, job_id AS b1_job, requested_kind AS b1_req FROM dborch.backups
  WHERE deployment_id = :dep_id ORDER BY id DESC LIMIT 1 \gset
@@ -146,11 +114,11 @@ SELECT is((SELECT array_agg(x ->> 'label' ORDER BY x ->> 'label') FROM jsonb_arr
           'pgbackrest info lists the two full backups kept, only');
 \set out `ls :'bk_dir'/repo/backup/tap_bk_sched | grep -cE -- '^(:b1_label|:b1i_label)$'`
 SELECT is(:'out'::text, '0', 'the expired backups are gone from the repository');
-SELECT pg_temp.tap_error(format('SELECT dborch.restore(%L, backup => %s, new_name => %L)', 'tap_bk_sched', :b1, 'tap_bk_x')) AS err \gset
+SELECT pg_temp.tap_error_full(format('SELECT dborch.restore(%L, backup => %s, new_name => %L)', 'tap_bk_sched', :b1, 'tap_bk_x')) AS err \gset
 SELECT matches(:'err'::text, '^55000: backup [0-9]+ is expired', 'an expired backup cannot be restored (55000)');
-SELECT pg_temp.tap_error(format('SELECT dborch.verify_backup(%s)', :b1)) AS err \gset
+SELECT pg_temp.tap_error_full(format('SELECT dborch.verify_backup(%s)', :b1)) AS err \gset
 SELECT matches(:'err'::text, '^55000: backup [0-9]+ is expired', 'an expired backup cannot be verified (55000)');
-SELECT pg_temp.tap_error(format('SELECT dborch.restore(%L, target_time => %L, new_name => %L)', 'tap_bk_sched',
+SELECT pg_temp.tap_error_full(format('SELECT dborch.restore(%L, target_time => %L, new_name => %L)', 'tap_bk_sched',
                                 (SELECT started_at - interval '1 second' FROM dborch.backups WHERE id = :b2), 'tap_bk_x')) AS err \gset
 SELECT matches(:'err'::text, '^22023: target time .* is outside the recoverable window',
                'the point-in-time window now starts at the oldest backup kept');
@@ -161,11 +129,11 @@ SELECT matches(:'err'::text, '^22023: target time .* is outside the recoverable 
 DROP ROLE IF EXISTS tap_bk_mallory;
 CREATE ROLE tap_bk_mallory IN ROLE dborch_user;
 SET ROLE tap_bk_mallory;
-SELECT pg_temp.tap_error($$SELECT dborch.backup('tap_bk_sched')$$) AS m_backup,
-       pg_temp.tap_error($$SELECT dborch.restore('tap_bk_sched', new_name => 'tap_bk_mallory_copy')$$) AS m_restore,
-       pg_temp.tap_error(format('SELECT dborch.verify_backup(%s)', :b3)) AS m_verify,
-       pg_temp.tap_error($$SELECT dborch.schedule_backups('tap_bk_sched', '0 5 * * *')$$) AS m_schedule,
-       pg_temp.tap_error($$SELECT dborch.unschedule_backups('tap_bk_sched')$$) AS m_unschedule,
+SELECT pg_temp.tap_error_full($$SELECT dborch.backup('tap_bk_sched')$$) AS m_backup,
+       pg_temp.tap_error_full($$SELECT dborch.restore('tap_bk_sched', new_name => 'tap_bk_mallory_copy')$$) AS m_restore,
+       pg_temp.tap_error_full(format('SELECT dborch.verify_backup(%s)', :b3)) AS m_verify,
+       pg_temp.tap_error_full($$SELECT dborch.schedule_backups('tap_bk_sched', '0 5 * * *')$$) AS m_schedule,
+       pg_temp.tap_error_full($$SELECT dborch.unschedule_backups('tap_bk_sched')$$) AS m_unschedule,
        (SELECT count(*) FROM dborch.backups WHERE deployment = 'tap_bk_sched') AS m_backups,
        (SELECT count(*) FROM dborch.backup_schedules WHERE deployment = 'tap_bk_sched') AS m_schedules,
        (SELECT count(*) FROM dborch.backup_retention) AS m_retention \gset
@@ -214,14 +182,14 @@ SELECT is((SELECT array_agg(DISTINCT status) FROM dborch.backups WHERE deploymen
 SELECT cron_job_id AS rcron_id FROM dborch.schedule_backups('tap_bk_sched_r', '*/10 * * * *', 'full', '{"full": 2}') \gset
 SELECT is((SELECT command FROM cron.job WHERE jobid = :rcron_id),
           'SELECT dborch.backup(''tap_bk_sched_r'', ''full'', verify => false)', 'a pg_cron job for the Redis backups');
-SELECT is((SELECT pg_temp.tap_error(command) FROM cron.job WHERE jobid = :rcron_id), 'no error', 'its command runs (1)');
+SELECT is((SELECT pg_temp.tap_error_full(command) FROM cron.job WHERE jobid = :rcron_id), 'no error', 'its command runs (1)');
 SELECT id AS rb1, job_id AS rb1_job FROM dborch.backups WHERE deployment_id = :rdep_id ORDER BY id DESC LIMIT 1 \gset
 SELECT is((SELECT state FROM dborch.wait_job(:rb1_job, '60s')), 'succeeded', 'the first Redis backup succeeded');
 SELECT file AS rb1_file FROM dborch.backups WHERE id = :rb1 \gset
-SELECT is((SELECT pg_temp.tap_error(command) FROM cron.job WHERE jobid = :rcron_id), 'no error', 'its command runs (2)');
+SELECT is((SELECT pg_temp.tap_error_full(command) FROM cron.job WHERE jobid = :rcron_id), 'no error', 'its command runs (2)');
 SELECT job_id AS rb2_job FROM dborch.backups WHERE deployment_id = :rdep_id ORDER BY id DESC LIMIT 1 \gset
 SELECT is((SELECT state FROM dborch.wait_job(:rb2_job, '60s')), 'succeeded', 'the second Redis backup succeeded');
-SELECT is((SELECT pg_temp.tap_error(command) FROM cron.job WHERE jobid = :rcron_id), 'no error', 'its command runs (3)');
+SELECT is((SELECT pg_temp.tap_error_full(command) FROM cron.job WHERE jobid = :rcron_id), 'no error', 'its command runs (3)');
 SELECT job_id AS rb3_job FROM dborch.backups WHERE deployment_id = :rdep_id ORDER BY id DESC LIMIT 1 \gset
 SELECT is((SELECT state FROM dborch.wait_job(:rb3_job, '60s')), 'succeeded', 'the third Redis backup succeeded');
 SELECT is((SELECT array_agg(status ORDER BY id) FROM dborch.backups WHERE deployment_id = :rdep_id),

@@ -20,43 +20,9 @@
 \set ON_ERROR_STOP 0
 \getenv test_dir DBORCH_TEST_DIR
 SET client_min_messages = warning;
+\ir helpers.psql
 
 SELECT plan(100);
-
--- dborch.wait_job(), then the job's state (with its error if it has one):
--- a failed job fails the test that waits for it instead of ending the file.
-CREATE FUNCTION pg_temp.job_end(job bigint, timeout interval DEFAULT '120s') RETURNS text
-LANGUAGE plpgsql AS $f$
-BEGIN
-	BEGIN
-		PERFORM dborch.wait_job(job, timeout);
-	EXCEPTION WHEN OTHERS THEN
-		NULL;
-	END;
-	RETURN (SELECT state || coalesce(': ' || error, '') FROM dborch.jobs WHERE id = job);
-END
-$f$;
-
--- Poll a boolean query (a fresh snapshot each time) until it is true; false
--- at the deadline.
-CREATE FUNCTION pg_temp.wait_until(q text, timeout_s float8 DEFAULT 30) RETURNS boolean
-LANGUAGE plpgsql AS $f$
-DECLARE
-	deadline timestamptz := clock_timestamp() + make_interval(secs => timeout_s);
-	ok boolean;
-BEGIN
-	LOOP
-		EXECUTE q INTO ok;
-		IF ok THEN
-			RETURN true;
-		END IF;
-		IF clock_timestamp() > deadline THEN
-			RETURN false;
-		END IF;
-		PERFORM pg_sleep(0.1);
-	END LOOP;
-END
-$f$;
 
 -- Every tenant password seen in this file, for the leak checks at the end.
 CREATE TEMP TABLE passwords (pw text);
@@ -83,7 +49,7 @@ SELECT is((SELECT id FROM dborch.create_tenant('tn_pg', 'acme', '{"storage": "20
           :acme_id::bigint, 'create_tenant() again with the same quota written another way returns the same row');
 SELECT throws_ok($$SELECT dborch.create_tenant('tn_pg', 'acme', '{"max_connections": 4, "storage": "2MB"}')$$,
                  '42710', NULL, 'create_tenant() with the same name and another quota is refused');
-SELECT is(pg_temp.job_end((SELECT max(id) FROM dborch.jobs
+SELECT is(pg_temp.tap_job_result((SELECT max(id) FROM dborch.jobs
                            WHERE deployment_id = :dep_id AND kind = 'tenants')),
           'succeeded', 'the tenants job succeeds');
 SELECT results_eq(format($$SELECT name, status FROM dborch.tenants WHERE deployment_id = %s ORDER BY name$$, :dep_id),
@@ -177,7 +143,7 @@ SELECT is(:'out'::text, '3', 'acme holds three sessions (its max_connections)');
 SELECT matches(:'out'::text, 'too many connections for role "acme"', 'the fourth connection of acme is refused');
 \set out `PGCONNECT_TIMEOUT=5 psql :'b_uri' -XAtq -c 'SELECT 1' 2>&1`
 SELECT is(:'out'::text, '1', 'bolt (no limit) still connects');
-SELECT ok(pg_temp.wait_until(format($$SELECT (usage ->> 'connections')::int = 3 FROM dborch.tenants WHERE id = %s$$, :acme_id)),
+SELECT ok(pg_temp.tap_until(format($$SELECT (usage ->> 'connections')::int = 3 FROM dborch.tenants WHERE id = %s$$, :acme_id)),
           'dborch.tenants shows acme''s 3 connections');
 SELECT ok((SELECT (usage ->> 'storage_bytes')::bigint BETWEEN 1 AND 2097152 AND usage_at IS NOT NULL
              FROM dborch.tenants WHERE id = :acme_id),
@@ -191,13 +157,13 @@ SELECT ok((SELECT (usage ->> 'storage_bytes')::bigint BETWEEN 1 AND 2097152 AND 
 SELECT is(:'out'::text, '2', 'acme keeps two sessions open');
 -- one measurement at the new interval has happened (usage_at moves each second)
 SELECT usage_at AS last_usage_at FROM dborch.tenants WHERE id = :acme_id \gset
-SELECT ok(pg_temp.wait_until(format($$SELECT usage_at > %L FROM dborch.tenants WHERE id = %s$$, :'last_usage_at', :acme_id), 5),
+SELECT ok(pg_temp.tap_until(format($$SELECT usage_at > %L FROM dborch.tenants WHERE id = %s$$, :'last_usage_at', :acme_id), '5 s'),
           'acme is measured about every second (dborch.tenant_usage_interval = 1s)');
 SELECT max(id) AS events_before FROM dborch.events \gset
 \set out `PGCONNECT_TIMEOUT=5 psql :'a_uri' -XAtq -c "INSERT INTO big (v) SELECT repeat('x', 200) FROM generate_series(1, 20000)" 2>&1`
 SELECT clock_timestamp() AS written_at \gset
 SELECT is(:'out'::text, '', 'acme writes about 5MB, past its 2MB storage quota');
-SELECT ok(pg_temp.wait_until(format($$SELECT read_only FROM dborch.tenants WHERE id = %s$$, :acme_id)),
+SELECT ok(pg_temp.tap_until(format($$SELECT read_only FROM dborch.tenants WHERE id = %s$$, :acme_id)),
           'acme becomes read-only');
 SELECT ok((SELECT min(at) FROM dborch.events WHERE id > :events_before AND kind = 'tenant_over_quota'
               AND detail ->> 'tenant' = 'acme') < :'written_at'::timestamptz + interval '1 second' + interval '4 seconds',
@@ -233,7 +199,7 @@ SELECT max(id) AS events_before FROM dborch.events \gset
 \set out `PGCONNECT_TIMEOUT=5 psql :'a_uri' -XAtq -c 'TRUNCATE big' 2>&1`
 SELECT clock_timestamp() AS freed_at \gset
 SELECT is(:'out'::text, '', 'read-only acme can TRUNCATE, back under its quota');
-SELECT ok(pg_temp.wait_until(format($$SELECT NOT read_only FROM dborch.tenants WHERE id = %s$$, :acme_id)),
+SELECT ok(pg_temp.tap_until(format($$SELECT NOT read_only FROM dborch.tenants WHERE id = %s$$, :acme_id)),
           'acme becomes writable again');
 SELECT ok((SELECT min(at) FROM dborch.events WHERE id > :events_before AND kind = 'tenant_within_quota'
               AND detail ->> 'tenant' = 'acme') < :'freed_at'::timestamptz + interval '1 second' + interval '4 seconds',
@@ -253,7 +219,7 @@ SELECT is(:'out'::text, 'writable again acme$owner ', 'acme inserts again, as ac
 -- drop_tenant removes the roles, the schema and the data
 ------------------------------------------------------------------------------
 SELECT is((SELECT status FROM dborch.drop_tenant('tn_pg', 'bolt')), 'dropping', 'drop_tenant() returns the tenant as dropping');
-SELECT is(pg_temp.job_end((SELECT max(id) FROM dborch.jobs
+SELECT is(pg_temp.tap_job_result((SELECT max(id) FROM dborch.jobs
                            WHERE deployment_id = :dep_id AND kind = 'tenants')),
           'succeeded', 'the tenants job of the drop succeeds');
 SELECT is((SELECT status FROM dborch.tenants WHERE id = :bolt_id), 'dropped', 'the tenant row stays, as dropped');
@@ -273,7 +239,7 @@ SELECT results_eq(format($$SELECT kind FROM dborch.events WHERE deployment_id = 
 -- the name can be used again, and starts empty
 SELECT isnt((SELECT id FROM dborch.create_tenant('tn_pg', 'bolt')), :bolt_id::bigint,
             'creating bolt again makes a new tenant');
-SELECT is(pg_temp.job_end((SELECT max(id) FROM dborch.jobs
+SELECT is(pg_temp.tap_job_result((SELECT max(id) FROM dborch.jobs
                            WHERE deployment_id = :dep_id AND kind = 'tenants')),
           'succeeded', 'which is created');
 INSERT INTO passwords SELECT value FROM dborch.secrets WHERE deployment_id = :dep_id AND name LIKE 'tenant:%';
@@ -292,7 +258,7 @@ COMMIT;
 SELECT is(:n::int, 50, '50 create_tenant() calls in one transaction');
 SELECT is((SELECT count(*) FROM dborch.jobs WHERE deployment_id = :dep_id AND kind = 'tenants'),
           :jobs_before::bigint + 1, 'queue one tenants job');
-SELECT is(pg_temp.job_end((SELECT max(id) FROM dborch.jobs
+SELECT is(pg_temp.tap_job_result((SELECT max(id) FROM dborch.jobs
                            WHERE deployment_id = :dep_id AND kind = 'tenants')),
           'succeeded', 'which succeeds');
 SELECT is((SELECT count(*) FROM dborch.tenants WHERE deployment_id = :dep_id AND name LIKE 'batch\_%' AND status = 'active'),
@@ -312,7 +278,7 @@ SELECT count(*) AS n FROM generate_series(1, 50) g, dborch.drop_tenant('tn_pg', 
 COMMIT;
 SELECT is((SELECT count(*) FROM dborch.jobs WHERE deployment_id = :dep_id AND kind = 'tenants'),
           :jobs_before::bigint + 1, '50 drop_tenant() calls in one transaction queue one tenants job');
-SELECT is(pg_temp.job_end((SELECT max(id) FROM dborch.jobs
+SELECT is(pg_temp.tap_job_result((SELECT max(id) FROM dborch.jobs
                            WHERE deployment_id = :dep_id AND kind = 'tenants')),
           'succeeded', 'which succeeds');
 \set out `PGCONNECT_TIMEOUT=5 psql :'adm_uri' -XAtq -c "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'batch\_%'" -c "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'batch\_%'" 2>&1 | tr '\n' ' '`
@@ -333,7 +299,7 @@ END
 $$;
 SELECT id AS innocent_id FROM dborch.create_tenant('tn_pg', 'innocent') \gset
 COMMIT;
-SELECT pg_temp.job_end((SELECT max(id) FROM dborch.jobs WHERE deployment_id = :dep_id AND kind = 'tenants')) AS batch_end \gset
+SELECT pg_temp.tap_job_result((SELECT max(id) FROM dborch.jobs WHERE deployment_id = :dep_id AND kind = 'tenants')) AS batch_end \gset
 SELECT is((SELECT status || coalesce(': ' || last_error, '') FROM dborch.tenants WHERE id = :innocent_id), 'active',
           'a tenant created beside one with an unfit quota is active');
 SELECT is((SELECT count(*) FROM (SELECT error AS e FROM dborch.jobs WHERE deployment_id = :dep_id

@@ -19,43 +19,9 @@
 \set ON_ERROR_STOP 0
 \getenv test_dir DBORCH_TEST_DIR
 SET client_min_messages = warning;
+\ir helpers.psql
 
 SELECT plan(113);
-
--- dborch.wait_job(), then the job's state (with its error if it has one):
--- a failed job fails the test that waits for it instead of ending the file.
-CREATE FUNCTION pg_temp.job_end(job bigint, timeout interval DEFAULT '120s') RETURNS text
-LANGUAGE plpgsql AS $f$
-BEGIN
-	BEGIN
-		PERFORM dborch.wait_job(job, timeout);
-	EXCEPTION WHEN OTHERS THEN
-		NULL;
-	END;
-	RETURN (SELECT state || coalesce(': ' || error, '') FROM dborch.jobs WHERE id = job);
-END
-$f$;
-
--- Poll a boolean query (a fresh snapshot each time) until it is true; false
--- at the deadline.
-CREATE FUNCTION pg_temp.wait_until(q text, timeout_s float8 DEFAULT 30) RETURNS boolean
-LANGUAGE plpgsql AS $f$
-DECLARE
-	deadline timestamptz := clock_timestamp() + make_interval(secs => timeout_s);
-	ok boolean;
-BEGIN
-	LOOP
-		EXECUTE q INTO ok;
-		IF ok THEN
-			RETURN true;
-		END IF;
-		IF clock_timestamp() > deadline THEN
-			RETURN false;
-		END IF;
-		PERFORM pg_sleep(0.1);
-	END LOOP;
-END
-$f$;
 
 -- Every tenant password seen in this file, for the leak checks at the end.
 CREATE TEMP TABLE passwords (pw text);
@@ -83,7 +49,7 @@ SELECT is((SELECT id FROM dborch.create_tenant('tn_redis', 'cram', '{"memory": "
           :cram_id::bigint, 'create_tenant() again with the same quota written another way returns the same row');
 SELECT throws_ok($$SELECT dborch.create_tenant('tn_redis', 'acme', '{"max_keys": 51}')$$,
                  '42710', NULL, 'create_tenant() with the same name and another quota is refused');
-SELECT is(pg_temp.job_end((SELECT max(id) FROM dborch.jobs
+SELECT is(pg_temp.tap_job_result((SELECT max(id) FROM dborch.jobs
                            WHERE deployment_id = :dep_id AND kind = 'tenants')),
           'succeeded', 'the tenants job succeeds');
 SELECT results_eq(format($$SELECT name, status, key_prefix FROM dborch.tenants WHERE deployment_id = %s ORDER BY name$$, :dep_id),
@@ -201,18 +167,18 @@ SELECT matches(:'out'::text, 'subscribe acme:news 1 message acme:news hello acme
 ------------------------------------------------------------------------------
 -- key quota: read-only, then writable again
 ------------------------------------------------------------------------------
-SELECT ok(pg_temp.wait_until(format($$SELECT (usage ->> 'keys')::int = 3 FROM dborch.tenants WHERE id = %s$$, :acme_id)),
+SELECT ok(pg_temp.tap_until(format($$SELECT (usage ->> 'keys')::int = 3 FROM dborch.tenants WHERE id = %s$$, :acme_id)),
           'dborch.tenants shows acme''s 3 keys');
 SELECT ok((SELECT (usage ->> 'memory_bytes')::bigint > 0 AND usage_at IS NOT NULL FROM dborch.tenants WHERE id = :acme_id),
           'and their memory in bytes');
 SELECT usage_at AS last_usage_at FROM dborch.tenants WHERE id = :acme_id \gset
-SELECT ok(pg_temp.wait_until(format($$SELECT usage_at > %L FROM dborch.tenants WHERE id = %s$$, :'last_usage_at', :acme_id), 5),
+SELECT ok(pg_temp.tap_until(format($$SELECT usage_at > %L FROM dborch.tenants WHERE id = %s$$, :'last_usage_at', :acme_id), '5 s'),
           'acme is measured about every second (dborch.tenant_usage_interval = 1s)');
 SELECT max(id) AS events_before FROM dborch.events \gset
 \set out `for i in $(seq 1 60); do echo "SET acme:k$i v$i"; done | timeout 20 redis-cli -u :'a_uri' --no-auth-warning 2>&1 | sort | uniq -c | tr -s ' '`
 SELECT clock_timestamp() AS written_at \gset
 SELECT is(:'out'::text, ' 60 OK', 'acme writes 60 more keys, past its quota of 50');
-SELECT ok(pg_temp.wait_until(format($$SELECT read_only FROM dborch.tenants WHERE id = %s$$, :acme_id)),
+SELECT ok(pg_temp.tap_until(format($$SELECT read_only FROM dborch.tenants WHERE id = %s$$, :acme_id)),
           'acme becomes read-only');
 SELECT ok((SELECT min(at) FROM dborch.events WHERE id > :events_before AND kind = 'tenant_over_quota'
               AND detail ->> 'tenant' = 'acme') < :'written_at'::timestamptz + interval '1 second' + interval '4 seconds',
@@ -220,7 +186,7 @@ SELECT ok((SELECT min(at) FROM dborch.events WHERE id > :events_before AND kind 
 SELECT matches((SELECT string_agg(message, '; ') FROM dborch.events WHERE id > :events_before AND kind = 'tenant_over_quota'
                   AND deployment_id = :dep_id AND detail ->> 'tenant' = 'acme'),
                '^tenant acme is over its quota and read-only: keys [0-9]+, quota 50$', 'one tenant_over_quota event, with keys and quota');
-SELECT ok(pg_temp.wait_until(format($$SELECT (usage ->> 'keys')::int = 63 FROM dborch.tenants WHERE id = %s$$, :acme_id)),
+SELECT ok(pg_temp.tap_until(format($$SELECT (usage ->> 'keys')::int = 63 FROM dborch.tenants WHERE id = %s$$, :acme_id)),
           'dborch.tenants shows acme''s 63 keys');
 SELECT is((SELECT count(*) FROM dborch.alerts WHERE deployment_id = :dep_id AND status = 'firing'
               AND payload -> 'commonLabels' ->> 'alertname' = 'DborchTenantOverQuota'
@@ -250,7 +216,7 @@ SELECT is(:'out'::text, '10', 'read-only acme can DEL');
 \set out `timeout 10 redis-cli -u :'a_uri' --no-auth-warning UNLINK acme:k11 acme:k12 acme:k13 acme:k14 acme:k15 acme:k16 acme:k17 acme:k18 acme:k19 acme:k20 2>&1`
 SELECT clock_timestamp() AS freed_at \gset
 SELECT is(:'out'::text, '10', 'read-only acme can UNLINK, back under its quota (43 keys)');
-SELECT ok(pg_temp.wait_until(format($$SELECT NOT read_only FROM dborch.tenants WHERE id = %s$$, :acme_id)),
+SELECT ok(pg_temp.tap_until(format($$SELECT NOT read_only FROM dborch.tenants WHERE id = %s$$, :acme_id)),
           'acme becomes writable again');
 SELECT ok((SELECT min(at) FROM dborch.events WHERE id > :events_before AND kind = 'tenant_within_quota'
               AND detail ->> 'tenant' = 'acme') < :'freed_at'::timestamptz + interval '1 second' + interval '4 seconds',
@@ -261,7 +227,7 @@ SELECT is((SELECT count(*) FROM dborch.events WHERE id > :events_before AND kind
 SELECT is((SELECT count(*) FROM dborch.alerts WHERE deployment_id = :dep_id AND status = 'resolved'
               AND ends_at IS NOT NULL AND payload -> 'commonLabels' ->> 'tenant' = 'acme'), 1::bigint,
           'a resolved alert for acme');
-SELECT ok(pg_temp.wait_until(format($$SELECT (usage ->> 'keys')::int = 43 FROM dborch.tenants WHERE id = %s$$, :acme_id)),
+SELECT ok(pg_temp.tap_until(format($$SELECT (usage ->> 'keys')::int = 43 FROM dborch.tenants WHERE id = %s$$, :acme_id)),
           'dborch.tenants shows acme''s 43 keys');
 \set out `timeout 10 redis-cli -u :'a_uri' --no-auth-warning SET acme:more 1 2>&1`
 SELECT is(:'out'::text, 'OK', 'acme writes again');
@@ -272,7 +238,7 @@ SELECT is(:'out'::text, 'OK', 'acme writes again');
 SELECT max(id) AS events_before FROM dborch.events \gset
 \set out `head -c 2000000 /dev/zero | tr '\0' 'x' | timeout 10 redis-cli -u :'c_uri' --no-auth-warning -x SET cram:blob 2>&1`
 SELECT is(:'out'::text, 'OK', 'cram writes a 2MB value, past its 1MB memory quota');
-SELECT ok(pg_temp.wait_until(format($$SELECT read_only FROM dborch.tenants WHERE id = %s$$, :cram_id)),
+SELECT ok(pg_temp.tap_until(format($$SELECT read_only FROM dborch.tenants WHERE id = %s$$, :cram_id)),
           'cram becomes read-only');
 SELECT matches((SELECT message FROM dborch.events WHERE id > :events_before AND kind = 'tenant_over_quota'
                   AND detail ->> 'tenant' = 'cram'),
@@ -283,7 +249,7 @@ SELECT ok((SELECT (usage ->> 'memory_bytes')::bigint > 1048576 FROM dborch.tenan
 SELECT matches(:'out'::text, '^NOPERM', 'read-only cram cannot SET');
 \set out `timeout 10 redis-cli -u :'c_uri' --no-auth-warning DEL cram:blob 2>&1`
 SELECT is(:'out'::text, '1', 'read-only cram can DEL its big key');
-SELECT ok(pg_temp.wait_until(format($$SELECT NOT read_only FROM dborch.tenants WHERE id = %s$$, :cram_id)),
+SELECT ok(pg_temp.tap_until(format($$SELECT NOT read_only FROM dborch.tenants WHERE id = %s$$, :cram_id)),
           'cram becomes writable again');
 \set out `timeout 10 redis-cli -u :'c_uri' --no-auth-warning SET cram:small 1 2>&1`
 SELECT is(:'out'::text, 'OK', 'cram writes again');
@@ -292,7 +258,7 @@ SELECT is(:'out'::text, 'OK', 'cram writes again');
 -- drop_tenant removes the ACL user and the keys
 ------------------------------------------------------------------------------
 SELECT is((SELECT status FROM dborch.drop_tenant('tn_redis', 'bolt')), 'dropping', 'drop_tenant() returns the tenant as dropping');
-SELECT is(pg_temp.job_end((SELECT max(id) FROM dborch.jobs
+SELECT is(pg_temp.tap_job_result((SELECT max(id) FROM dborch.jobs
                            WHERE deployment_id = :dep_id AND kind = 'tenants')),
           'succeeded', 'the tenants job of the drop succeeds');
 SELECT is((SELECT status FROM dborch.tenants WHERE id = :bolt_id), 'dropped', 'the tenant row stays, as dropped');
@@ -323,7 +289,7 @@ SELECT count(*) AS n FROM generate_series(1, 50) g, dborch.create_tenant('tn_red
 COMMIT;
 SELECT is((SELECT count(*) FROM dborch.jobs WHERE deployment_id = :dep_id AND kind = 'tenants'),
           :jobs_before::bigint + 1, '50 create_tenant() calls in one transaction queue one tenants job');
-SELECT is(pg_temp.job_end((SELECT max(id) FROM dborch.jobs
+SELECT is(pg_temp.tap_job_result((SELECT max(id) FROM dborch.jobs
                            WHERE deployment_id = :dep_id AND kind = 'tenants')),
           'succeeded', 'which succeeds');
 SELECT is((SELECT count(*) FROM dborch.tenants WHERE deployment_id = :dep_id AND name LIKE 'batch\_%' AND status = 'active'),
@@ -340,7 +306,7 @@ SELECT count(*) AS n FROM generate_series(1, 50) g, dborch.drop_tenant('tn_redis
 COMMIT;
 SELECT is((SELECT count(*) FROM dborch.jobs WHERE deployment_id = :dep_id AND kind = 'tenants'),
           :jobs_before::bigint + 1, '50 drop_tenant() calls in one transaction queue one tenants job');
-SELECT is(pg_temp.job_end((SELECT max(id) FROM dborch.jobs
+SELECT is(pg_temp.tap_job_result((SELECT max(id) FROM dborch.jobs
                            WHERE deployment_id = :dep_id AND kind = 'tenants')),
           'succeeded', 'which succeeds');
 \set out `timeout 10 redis-cli -u :'adm_uri' --no-auth-warning ACL USERS 2>&1 | grep -c '^batch_'; timeout 10 redis-cli -u :'adm_uri' --no-auth-warning --scan --pattern 'batch_*' | wc -l`

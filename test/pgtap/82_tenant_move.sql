@@ -14,22 +14,9 @@
 \set ON_ERROR_STOP 0
 \getenv test_dir DBORCH_TEST_DIR
 SET client_min_messages = warning;
+\ir helpers.psql
 
 SELECT plan(61);
-
--- dborch.wait_job(), then the job's state (with its error if it has one):
--- a failed job fails the test that waits for it instead of ending the file.
-CREATE FUNCTION pg_temp.job_end(job bigint, timeout interval DEFAULT '120s') RETURNS text
-LANGUAGE plpgsql AS $f$
-BEGIN
-	BEGIN
-		PERFORM dborch.wait_job(job, timeout);
-	EXCEPTION WHEN OTHERS THEN
-		NULL;
-	END;
-	RETURN (SELECT state || coalesce(': ' || error, '') FROM dborch.jobs WHERE id = job);
-END
-$f$;
 
 ------------------------------------------------------------------------------
 -- SQL and Lua used below, as psql variables on one line each (no shell
@@ -161,7 +148,7 @@ SELECT dborch.connection_string('mv_r2') AS r2_adm \gset
 SELECT count(*) AS created FROM (VALUES ('mv_pg1', 'shop', '{"storage": "100MB"}'), ('mv_pg1', 'stay', '{}'),
                                         ('mv_r1', 'cache', '{"max_keys": 100000}'), ('mv_r1', 'keep', '{}')) v(d, t, q),
        dborch.create_tenant(v.d, v.t, v.q::jsonb) \gset
-SELECT is((SELECT string_agg(pg_temp.job_end(m), ',') FROM (SELECT max(id) AS m FROM dborch.jobs
+SELECT is((SELECT string_agg(pg_temp.tap_job_result(m), ',') FROM (SELECT max(id) AS m FROM dborch.jobs
              WHERE kind = 'tenants' AND deployment_id IN (:pg1_id, :r1_id) GROUP BY deployment_id) j),
           'succeeded,succeeded', 'the tenants shop and stay (PostgreSQL), cache and keep (Redis) are created');
 
@@ -185,7 +172,7 @@ SELECT matches(:'pg_before'::text, '^customers=3000/[0-9a-f]{32} customers_id_se
 SELECT id AS pg_job FROM dborch.move_tenant('shop', 'mv_pg1', 'mv_pg2') \gset
 SELECT is((SELECT status FROM dborch.tenants WHERE name = 'shop' AND deployment_id = :pg1_id), 'moving',
           'move_tenant() queues a job; the tenant is moving');
-SELECT is(pg_temp.job_end(:pg_job), 'succeeded', 'the move job succeeds');
+SELECT is(pg_temp.tap_job_result(:pg_job), 'succeeded', 'the move job succeeds');
 SELECT is((SELECT deployment || ' ' || status || ' ' || read_only FROM dborch.tenants WHERE name = 'shop' AND deployment_id IN (:pg1_id, :pg2_id)),
           'mv_pg2 active false', 'the tenant is active in mv_pg2, writable');
 SELECT set_eq(format($$SELECT detail ->> 'stage' FROM dborch.events WHERE job_id = %s AND kind = 'stage'$$, :pg_job),
@@ -250,7 +237,7 @@ SELECT is(:'ttl_before'::text, '700', '700 keys with a TTL before the move');
 SELECT cmp_ok(:'out'::int, '>', 3500, 'cache:t:1 expires in about an hour');
 
 SELECT id AS r_job FROM dborch.move_tenant('cache', 'mv_r1', 'mv_r2') \gset
-SELECT is(pg_temp.job_end(:r_job), 'succeeded', 'the move job succeeds');
+SELECT is(pg_temp.tap_job_result(:r_job), 'succeeded', 'the move job succeeds');
 SELECT is((SELECT deployment || ' ' || status || ' ' || read_only || ' ' || key_prefix FROM dborch.tenants
             WHERE name = 'cache' AND deployment_id IN (:r1_id, :r2_id)),
           'mv_r2 active false cache:', 'the tenant is active in mv_r2, writable');
@@ -302,7 +289,7 @@ SELECT throws_ok($$SELECT dborch.move_tenant('cache', 'mv_r2', 'mv_pg1')$$, '220
 SELECT throws_ok($$SELECT dborch.move_tenant('cache', 'mv_r2', 'mv_r2')$$, '22023', NULL,
                  'nor to the deployment it is in');
 SELECT id AS back_job FROM dborch.move_tenant('shop', 'mv_pg2', 'mv_pg1') \gset
-SELECT is(pg_temp.job_end(:back_job), 'succeeded', 'shop moves back to mv_pg1');
+SELECT is(pg_temp.tap_job_result(:back_job), 'succeeded', 'shop moves back to mv_pg1');
 \set shop_back 'postgresql://shop@127.0.0.1:1/none'
 SELECT dborch.connection_string('mv_pg1', 'shop') AS shop_back \gset
 \set out `PGTZ=UTC PGCONNECT_TIMEOUT=5 psql :'shop_back' -XAtq -c 'SELECT count(*) FROM customers' -c 'SELECT count(*) FROM orders' -c 'SELECT count(*) FROM invoices' 2>&1 | tr '\n' ' '`

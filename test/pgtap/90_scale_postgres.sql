@@ -17,71 +17,7 @@
 \set ON_ERROR_STOP 0
 \getenv test_dir DBORCH_TEST_DIR
 SET client_min_messages = warning;
-
--- Run query q (returning one boolean) until it is true; false at the timeout.
-CREATE FUNCTION pg_temp.tap_until(q text, timeout interval)
-RETURNS boolean LANGUAGE plpgsql AS $$
-DECLARE
-	deadline timestamptz := clock_timestamp() + timeout;
-	r boolean;
-BEGIN
-	LOOP
-		EXECUTE q INTO r;
-		IF r THEN
-			RETURN true;
-		END IF;
-		EXIT WHEN clock_timestamp() > deadline;
-		PERFORM pg_sleep(0.05);
-	END LOOP;
-	RETURN false;
-END
-$$;
-
--- The final state of job j (succeeded, failed, cancelled), or its state at the timeout.
-CREATE FUNCTION pg_temp.tap_job_end(j bigint, timeout interval)
-RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-	deadline timestamptz := clock_timestamp() + timeout;
-	s text;
-BEGIN
-	LOOP
-		SELECT state INTO s FROM dborch.jobs WHERE id = j;
-		EXIT WHEN s IN ('succeeded', 'failed', 'cancelled') OR clock_timestamp() > deadline;
-		PERFORM pg_sleep(0.05);
-	END LOOP;
-	RETURN s;
-END
-$$;
-
--- The error a statement raises, as "SQLSTATE: message"; 'no error' if none.
-CREATE FUNCTION pg_temp.tap_error(q text)
-RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-	st text; msg text;
-BEGIN
-	EXECUTE q;
-	RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
-	RETURN st || ': ' || msg;
-END
-$$;
-
--- The port in a postgresql:// or redis:// URI with one host.
-CREATE FUNCTION pg_temp.tap_port(uri text)
-RETURNS int LANGUAGE sql AS $$
-	SELECT (regexp_match(uri, '@[^:/]+:([0-9]+)/'))[1]::int
-$$;
-
--- The ports n calls of connection_string(intent => 'read', strategy) gave,
--- with how often each: '38601x10 38603x11'.
-CREATE FUNCTION pg_temp.tap_read_ports(dep text, strategy text, n int)
-RETURNS text LANGUAGE sql AS $$
-	SELECT string_agg(port || 'x' || c, ' ' ORDER BY port)
-	  FROM (SELECT pg_temp.tap_port(dborch.connection_string(dep, intent => 'read', strategy => strategy)) AS port,
-	               count(*) AS c
-	          FROM generate_series(1, n) GROUP BY 1) s
-$$;
+\ir helpers.psql
 
 SELECT plan(78);
 

@@ -16,36 +16,7 @@
 \set ON_ERROR_STOP 0
 \getenv test_dir DBORCH_TEST_DIR
 SET client_min_messages = warning;
-
--- The final state of job j (succeeded, failed, cancelled), or its state at the timeout.
-CREATE FUNCTION pg_temp.tap_job_end(j bigint, timeout interval)
-RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-	deadline timestamptz := clock_timestamp() + timeout;
-	s text;
-BEGIN
-	LOOP
-		SELECT state INTO s FROM dborch.jobs WHERE id = j;
-		EXIT WHEN s IN ('succeeded', 'failed', 'cancelled') OR clock_timestamp() > deadline;
-		PERFORM pg_sleep(0.05);
-	END LOOP;
-	RETURN s;
-END
-$$;
-
--- The error a statement raises, as "SQLSTATE: message"; 'no error' if none.
-CREATE FUNCTION pg_temp.tap_error(q text)
-RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-	st text; msg text;
-BEGIN
-	EXECUTE q;
-	RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
-	RETURN st || ': ' || msg;
-END
-$$;
+\ir helpers.psql
 
 SELECT plan(51);
 
