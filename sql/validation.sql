@@ -86,18 +86,18 @@ SELECT * FROM dborch_test.error_report($$SELECT dborch.deploy('orders', 'mysql')
 
 --
 -- Options (22023): an object with the keys environment, max_connections,
--- memory, ttl and version only.
+-- memory, replicas, ttl and version only.
 --
 SELECT options,
 	   dborch_test.expect_error(format('SELECT dborch.deploy(''orders'', ''postgres'', %L)', options)) AS result
 FROM (VALUES (1, '[]'), (2, '[{"memory": "128MB"}]'), (3, '"128MB"'), (4, '128'),
 			 (5, 'true'), (6, 'null'),
-			 (7, '{"replicas": 2}'), (8, '{"Memory": "128MB"}'),
+			 (7, '{"shards": 2}'), (8, '{"Memory": "128MB"}'),
 			 (9, '{"memory": "128MB", "foo": 1}'), (10, '{"": 1}'),
 			 (11, '{"name": "other"}'), (12, '{"engine": "redis"}')) AS v(i, options)
 ORDER BY i;
 SELECT * FROM dborch_test.error_report($$SELECT dborch.deploy('orders', 'postgres', '[]')$$);
-SELECT * FROM dborch_test.error_report($$SELECT dborch.deploy('orders', 'postgres', '{"replicas": 2}')$$);
+SELECT * FROM dborch_test.error_report($$SELECT dborch.deploy('orders', 'postgres', '{"shards": 2}')$$);
 
 -- memory: a string, a whole number and a unit (kB, MB, GB, TB), within the
 -- engine's bounds.
@@ -147,6 +147,13 @@ FROM (VALUES (1, '{"max_connections": 9}'), (2, '{"max_connections": 10001}'),
 ORDER BY i;
 SELECT * FROM dborch_test.error_report($$SELECT dborch.deploy('orders', 'postgres', '{"max_connections": 9}')$$);
 
+-- replicas: a whole number from 0 to 10.
+SELECT options,
+	   dborch_test.expect_error(format('SELECT dborch.deploy(''orders'', ''postgres'', %L)', options)) AS result
+FROM (VALUES (1, '{"replicas": -1}'), (2, '{"replicas": 11}'), (3, '{"replicas": 1.5}'),
+			 (4, '{"replicas": "two"}'), (5, '{"replicas": true}')) AS v(i, options)
+ORDER BY i;
+
 -- version: one the engine supports (postgres 15, redis 7).
 SELECT engine, options,
 	   dborch_test.expect_error(format('SELECT dborch.deploy(''orders'', %L, %L)', engine, options)) AS result
@@ -165,7 +172,7 @@ SELECT name, engine, environment, spec, memory_bytes, status,
 	   CASE WHEN expires_at IS NULL THEN 'never'
 			WHEN expires_at = created_at + (spec->>'ttl')::interval THEN 'created_at + ttl'
 	   END AS expires
-FROM dborch.deploy('pg1', 'postgres', '{"version": "15", "memory": "1 gb", "environment": "production", "ttl": "2 hours"}');
+FROM dborch.deploy('pg1', 'postgres', '{"version": "15", "memory": "1 gb", "environment": "production", "ttl": "2 hours", "replicas": 2}');
 SELECT name, engine, environment, spec, memory_bytes, status,
 	   CASE WHEN expires_at IS NULL THEN 'never'
 			WHEN expires_at = created_at + (spec->>'ttl')::interval THEN 'created_at + ttl'

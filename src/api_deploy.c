@@ -98,7 +98,8 @@ dborch_deploy(PG_FUNCTION_ARGS)
 		PG_RETURN_DATUM(row);
 	}
 
-	api_check_quota(caller.name, spec.memory_bytes, true);
+	/* every instance, replicas too, counts against the memory quota */
+	api_check_quota(caller.name, spec.memory_bytes * (1 + spec.replicas), true);
 	id = cat_insert_deployment(name, engine->name, caller.name, spec.environment, spec.json,
 							   spec.memory_bytes, spec.ttl);
 	job_id = cat_queue_job("deploy", id, caller.name, NULL);

@@ -33,7 +33,6 @@ PG_FUNCTION_INFO_V1(dborch_scale);
 PG_FUNCTION_INFO_V1(dborch_set_autoscale);
 PG_FUNCTION_INFO_V1(dborch_set_maintenance_window);
 
-#define MAX_REPLICAS 10
 #define WEEK_MINUTES (7 * 24 * 60)
 
 static const char *const day_names[] = {"mon", "tue", "wed", "thu", "fri", "sat", "sun"};
@@ -123,10 +122,10 @@ dborch_scale(PG_FUNCTION_ARGS)
 	int64		memory = 0;
 	Datum		row;
 
-	if (!PG_ARGISNULL(1) && (replicas < 0 || replicas > MAX_REPLICAS))
+	if (!PG_ARGISNULL(1) && (replicas < 0 || replicas > DBORCH_MAX_REPLICAS))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("replicas must be between 0 and %d", MAX_REPLICAS)));
+				 errmsg("replicas must be between 0 and %d", DBORCH_MAX_REPLICAS)));
 	if (replicas < 0 && memory_text == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -286,9 +285,9 @@ dborch_set_autoscale(PG_FUNCTION_ARGS)
 			else if (strcmp(key, "scale_down_at") == 0)
 				down = policy_number(key, &v, 0, 0.99);
 			else if (strcmp(key, "min_replicas") == 0)
-				min_replicas = (int) policy_number(key, &v, 0, MAX_REPLICAS);
+				min_replicas = (int) policy_number(key, &v, 0, DBORCH_MAX_REPLICAS);
 			else if (strcmp(key, "max_replicas") == 0)
-				max_replicas = (int) policy_number(key, &v, 0, MAX_REPLICAS);
+				max_replicas = (int) policy_number(key, &v, 0, DBORCH_MAX_REPLICAS);
 			else if (strcmp(key, "cooldown") == 0 && v.type == jbvString)
 				cooldown = pnstrdup(v.val.string.val, v.val.string.len);
 			else

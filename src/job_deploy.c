@@ -223,11 +223,22 @@ deploy_stage_finalize(JobContext *ctx)
 {
 	Instance   *inst = load_instance(ctx);
 
-	if (cat_set_deployment_status(ctx->deployment_id, "ready", "provisioning", NULL))
-		cat_event(DBORCH_ACTOR, ctx->deployment_id, ctx->job_id, "ready",
-				  psprintf("%s deployment ready on %s:%d", inst->engine, inst->host, inst->port),
-				  psprintf("{\"host\": \"%s\", \"port\": %d, \"pid\": %d}",
-						   inst->host, inst->port, inst->pid));
+	Deployment *d = cat_deployment(ctx->deployment_id);
+	int64		replicas = cat_json_int64(d->spec, "replicas");
+
+	if (!cat_set_deployment_status(ctx->deployment_id, "ready", "provisioning", NULL))
+		return;
+	cat_event(DBORCH_ACTOR, ctx->deployment_id, ctx->job_id, "ready",
+			  psprintf("%s deployment ready on %s:%d", inst->engine, inst->host, inst->port),
+			  psprintf("{\"host\": \"%s\", \"port\": %d, \"pid\": %d}",
+					   inst->host, inst->port, inst->pid));
+	/* the replicas option: a scale job, after this one (dborch.wait() waits for it too) */
+	if (replicas > 0)
+	{
+		cat_queue_job("scale", ctx->deployment_id, d->owner,
+					  psprintf("{\"replicas\": " INT64_FORMAT "}", replicas));
+		dborch_wake_launcher_at_commit();
+	}
 }
 
 /* Remove everything the deploy made; the deployment is failed with the reason. */

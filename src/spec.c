@@ -28,7 +28,7 @@
 
 #define DEFAULT_MEMORY		(INT64CONST(128) * 1024 * 1024)
 #define MAX_MEMORY			(INT64CONST(1024) * 1024 * 1024 * 1024)
-#define VALID_OPTIONS		"environment, max_connections, memory, ttl, version"
+#define VALID_OPTIONS		"environment, max_connections, memory, replicas, ttl, version"
 #define MIN_CONNECTIONS		10
 #define MAX_CONNECTIONS		10000
 
@@ -54,6 +54,20 @@ option_text(const char *option, JsonbValue *v, bool numbers_ok)
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("option \"%s\" must be a %s", option, numbers_ok ? "number or a string" : "string")));
 	return NULL;				/* keep compiler quiet */
+}
+
+/* A whole number from low to high, given as a number or a string. */
+static int
+option_int(const char *option, JsonbValue *v, int low, int high)
+{
+	char	   *text = option_text(option, v, true);
+	char	   *end;
+	long		n = strtol(text, &end, 10);
+
+	if (*text == '\0' || *end != '\0' || n < low || n > high)
+		option_error(option, quote_literal_cstr(text), NULL,
+					 psprintf("Use a whole number from %d to %d.", low, high));
+	return (int) n;
 }
 
 /*
@@ -205,6 +219,7 @@ spec_parse(const EngineOps *engine, Jsonb *options, DeploySpec *spec)
 	spec->environment = "development";
 	spec->ttl = NULL;
 	spec->max_connections = 0;
+	spec->replicas = 0;
 
 	if (options != NULL)
 	{
@@ -255,17 +270,9 @@ spec_parse(const EngineOps *engine, Jsonb *options, DeploySpec *spec)
 			else if (strcmp(key, "ttl") == 0)
 				spec->ttl = parse_ttl(option_text(key, &v, false));
 			else if (strcmp(key, "max_connections") == 0)
-			{
-				char	   *text = option_text(key, &v, true);
-				char	   *end;
-				long		n = strtol(text, &end, 10);
-
-				if (*text == '\0' || *end != '\0' || n < MIN_CONNECTIONS || n > MAX_CONNECTIONS)
-					option_error(key, quote_literal_cstr(text), NULL,
-								 psprintf("Use a whole number from %d to %d.", MIN_CONNECTIONS,
-										  MAX_CONNECTIONS));
-				spec->max_connections = (int) n;
-			}
+				spec->max_connections = option_int(key, &v, MIN_CONNECTIONS, MAX_CONNECTIONS);
+			else if (strcmp(key, "replicas") == 0)
+				spec->replicas = option_int(key, &v, 0, DBORCH_MAX_REPLICAS);
 			else
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -291,6 +298,8 @@ spec_parse(const EngineOps *engine, Jsonb *options, DeploySpec *spec)
 		append_member(&buf, "ttl", spec->ttl);
 	if (spec->max_connections > 0)
 		appendStringInfo(&buf, ", \"max_connections\": %d", spec->max_connections);
+	if (spec->replicas > 0)
+		appendStringInfo(&buf, ", \"replicas\": %d", spec->replicas);
 	appendStringInfoChar(&buf, '}');
 
 	/* the text jsonb itself prints, so specs compare as strings */

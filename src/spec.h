@@ -17,8 +17,11 @@ typedef struct DeploySpec
 	const char *environment;
 	char	   *ttl;			/* normalized interval text, or NULL */
 	int			max_connections;	/* 0: the engine's default (100, Redis 10000) */
+	int			replicas;		/* made by a scale job once the deployment is ready */
 	char	   *json;			/* the whole spec, canonical jsonb text */
 } DeploySpec;
+
+#define DBORCH_MAX_REPLICAS 10
 
 /*
  * Check every option (unknown keys, types, ranges) and fill spec with the
