@@ -86,7 +86,7 @@ SELECT * FROM dborch_test.error_report($$SELECT dborch.deploy('orders', 'mysql')
 
 --
 -- Options (22023): an object with the keys environment, max_connections,
--- memory, replicas, ttl and version only.
+-- memory, replicas, synchronous, ttl and version only.
 --
 SELECT options,
 	   dborch_test.expect_error(format('SELECT dborch.deploy(''orders'', ''postgres'', %L)', options)) AS result
@@ -154,6 +154,15 @@ FROM (VALUES (1, '{"replicas": -1}'), (2, '{"replicas": 11}'), (3, '{"replicas":
 			 (4, '{"replicas": "two"}'), (5, '{"replicas": true}')) AS v(i, options)
 ORDER BY i;
 
+-- synchronous: true or false; true for PostgreSQL only.
+SELECT engine, options,
+	   dborch_test.expect_error(format('SELECT dborch.deploy(''orders'', %L, %L)', engine, options)) AS result
+FROM (VALUES (1, 'postgres', '{"synchronous": "yes"}'), (2, 'postgres', '{"synchronous": 1}'),
+			 (3, 'postgres', '{"synchronous": null}'), (4, 'redis', '{"synchronous": true}'))
+	AS v(i, engine, options)
+ORDER BY i;
+SELECT * FROM dborch_test.error_report($$SELECT dborch.deploy('orders', 'redis', '{"synchronous": true}')$$);
+
 -- version: one the engine supports (postgres 15, redis 7).
 SELECT engine, options,
 	   dborch_test.expect_error(format('SELECT dborch.deploy(''orders'', %L, %L)', engine, options)) AS result
@@ -177,7 +186,7 @@ SELECT name, engine, environment, spec, memory_bytes, status,
 	   CASE WHEN expires_at IS NULL THEN 'never'
 			WHEN expires_at = created_at + (spec->>'ttl')::interval THEN 'created_at + ttl'
 	   END AS expires
-FROM dborch.deploy('pg2', 'postgres', '{"version": 15, "memory": "16MB", "environment": "staging", "ttl": "P1DT2H", "max_connections": 10000}');
+FROM dborch.deploy('pg2', 'postgres', '{"version": 15, "memory": "16MB", "environment": "staging", "ttl": "P1DT2H", "max_connections": 10000, "synchronous": true}');
 SELECT name, engine, environment, spec, memory_bytes, status,
 	   CASE WHEN expires_at IS NULL THEN 'never'
 			WHEN expires_at = created_at + (spec->>'ttl')::interval THEN 'created_at + ttl'
@@ -187,7 +196,7 @@ SELECT name, engine, environment, spec, memory_bytes, status,
 	   CASE WHEN expires_at IS NULL THEN 'never'
 			WHEN expires_at = created_at + (spec->>'ttl')::interval THEN 'created_at + ttl'
 	   END AS expires
-FROM dborch.deploy('cache2', 'redis');
+FROM dborch.deploy('cache2', 'redis', '{"synchronous": false}');
 ROLLBACK;
 
 --

@@ -174,7 +174,8 @@ dborch_wait(PG_FUNCTION_ARGS)
 /*
  * dborch.destroy(name, drop_backups): queue the removal of the deployment's
  * processes and data.  Its row (status destroyed), events and, unless
- * drop_backups, backups stay, so it can be restored later.
+ * drop_backups, backups stay, so it can be restored later; destroy() of a
+ * destroyed deployment with drop_backups drops the backups it kept.
  */
 Datum
 dborch_destroy(PG_FUNCTION_ARGS)
@@ -183,17 +184,23 @@ dborch_destroy(PG_FUNCTION_ARGS)
 	bool		drop_backups = PG_ARGISNULL(1) ? false : PG_GETARG_BOOL(1);
 	ApiCaller	caller;
 	Deployment *d;
+	int64		job;
 	Datum		row;
 
 	api_enter(&caller);
 	cat_xact_lock(DBORCH_LOCK_NAME, name);
 	d = api_deployment(&caller, name, true);
-	if (strcmp(d->status, "destroyed") == 0)
-		ereport(NOTICE, (errmsg("deployment \"%s\" is already destroyed", name)));
-	else
-		deployment_request_destroy(d, caller.name,
+	if (drop_backups && (job = cat_job_reading_backups(d->id)) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_IN_USE),
+				 errmsg("backups of deployment \"%s\" are in use by job " INT64_FORMAT, name, job),
+				 errhint("Wait for it with dborch.wait_job(" INT64_FORMAT "), or cancel it with dborch.cancel_job().", job)));
+	if (deployment_request_destroy(d, caller.name,
 								   drop_backups ? "destroy requested, with its backups" : "destroy requested",
-								   drop_backups);
+								   drop_backups) == 0)
+		ereport(NOTICE,
+				(errmsg("deployment \"%s\" is already destroyed", name),
+				 drop_backups ? errdetail("It keeps no backups.") : 0));
 	row = cat_deployment_row(d->id);
 	api_leave(&caller);
 	PG_RETURN_DATUM(row);

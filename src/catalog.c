@@ -651,6 +651,23 @@ cat_unfinished_job(int64 deployment_id, const char *kind)
 }
 
 /*
+ * The id of a queued or running job that reads a deployment's backups (a
+ * restore from them, into any deployment, or a verification), or 0.
+ */
+int64
+cat_job_reading_backups(int64 deployment_id)
+{
+	CatResult  *r = cat_query("SELECT id FROM dborch.jobs WHERE state IN ('queued', 'running')"
+							  " AND ((kind IN ('restore', 'restore_in_place')"
+							  "       AND (args->>'source_id')::bigint = $1::bigint)"
+							  "      OR (kind = 'verify' AND deployment_id = $1::bigint))"
+							  " ORDER BY id LIMIT 1",
+							  1, cat_i64(deployment_id));
+
+	return r->nrows ? cat_int64(r, 0, "id") : 0;
+}
+
+/*
  * The id of a scale or failover job of a deployment that runs or is due (or
  * waits to be retried), or 0: what dborch.wait() waits for besides the
  * status.  A change deferred to a maintenance window does not count.
@@ -895,7 +912,10 @@ cat_event(const char *actor, int64 deployment_id, int64 job_id,
 #define INSTANCE_QUERY \
 	"SELECT i.id, i.deployment_id, d.name AS deployment_name, d.engine," \
 	" d.spec->>'version' AS version, i.role, i.host, i.port, i.data_directory," \
-	" i.pid, i.status, d.memory_bytes, d.spec->>'max_connections' AS max_connections" \
+	" i.pid, i.status, d.memory_bytes, d.spec->>'max_connections' AS max_connections," \
+	" coalesce((d.spec->>'synchronous')::bool, false) AND i.role = 'primary' AND EXISTS" \
+	"   (SELECT 1 FROM dborch.instances r WHERE r.deployment_id = i.deployment_id" \
+	"    AND r.role = 'replica' AND r.status IN ('starting', 'running')) AS synchronous" \
 	" FROM dborch.instances i JOIN dborch.deployments d ON d.id = i.deployment_id"
 
 static Instance *
@@ -916,6 +936,7 @@ instance_from(CatResult *r, int row)
 	i->status = cat_str(r, row, "status");
 	i->memory_bytes = cat_int64(r, row, "memory_bytes");
 	i->max_connections = cat_value(r, row, "max_connections") ? atoi(cat_value(r, row, "max_connections")) : 0;
+	i->synchronous = strcmp(cat_value(r, row, "synchronous"), "t") == 0;
 	return i;
 }
 
@@ -2130,7 +2151,7 @@ cat_autoscale_decisions(void)
 {
 	return cat_query("WITH m AS ("
 					 "   SELECT p.deployment_id, p.metric, p.scale_up_at, p.scale_down_at, p.min_replicas,"
-					 "          p.max_replicas, d.owner,"
+					 "          p.max_replicas, d.owner, d.memory_bytes,"
 					 "          (SELECT pg_catalog.count(*) FROM dborch.instances r"
 					 "           WHERE r.deployment_id = d.id AND r.role = 'replica'"
 					 "           AND r.status <> 'destroyed')::int AS replicas,"
@@ -2156,6 +2177,27 @@ cat_autoscale_decisions(void)
 					 "     ELSE m.replicas END AS want"
 					 " FROM m WHERE m.value IS NOT NULL",
 					 0);
+}
+
+/*
+ * Record an auto-scaling decision that the owner's memory quota holds back:
+ * an event with the figures and the cooldown's start, so that the next try
+ * (and the next event) comes only after the cooldown.
+ */
+void
+cat_autoscale_held(int64 deployment_id, int replicas, int want, const char *metric, const char *value,
+				   const char *owner, int64 used_bytes, int64 max_bytes)
+{
+	cat_query("UPDATE dborch.autoscale_policies SET last_decision_at = pg_catalog.now()"
+			  " WHERE deployment_id = $1::bigint", 1, cat_i64(deployment_id));
+	cat_event(DBORCH_ACTOR, deployment_id, 0, "autoscale",
+			  psprintf("%s at %.3f: %d to %d replicas held back by the memory quota of role \"%s\""
+					   " (" INT64_FORMAT " of " INT64_FORMAT " MB used)",
+					   metric, strtod(value, NULL), replicas, want, owner,
+					   used_bytes / (1024 * 1024), max_bytes / (1024 * 1024)),
+			  psprintf("{\"metric\": \"%s\", \"value\": %s, \"replicas\": %d, \"want\": %d,"
+					   " \"held\": \"quota\", \"used_bytes\": " INT64_FORMAT ", \"max_bytes\": " INT64_FORMAT "}",
+					   metric, value, replicas, want, used_bytes, max_bytes));
 }
 
 /* Record an auto-scaling decision: the scale job, its event and the cooldown's start. */

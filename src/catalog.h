@@ -49,6 +49,8 @@ typedef struct Instance
 	char	   *status;
 	int64		memory_bytes;
 	int			max_connections;	/* of the deployment's spec; 0: the engine's default */
+	bool		synchronous;	/* a primary whose commits wait for a replica: the spec
+								 * asks for it and a replica starts or runs */
 } Instance;
 
 typedef struct Job
@@ -133,6 +135,7 @@ extern int64 cat_queue_job(const char *kind, int64 deployment_id, const char *ow
 extern Job *cat_job(int64 id);
 extern Datum cat_job_row(int64 id);
 extern int64 cat_unfinished_job(int64 deployment_id, const char *kind);
+extern int64 cat_job_reading_backups(int64 deployment_id);
 extern int64 cat_reshaping_job(int64 deployment_id);
 extern int64 cat_unfinished_kind(const char *kind);
 extern void cat_cancel_unfinished_jobs(int64 deployment_id);
@@ -250,5 +253,7 @@ extern bool cat_has_autoscale(void);
 extern CatResult *cat_autoscale_decisions(void);
 extern void cat_autoscale(int64 deployment_id, const char *owner, int replicas, int want,
 						  const char *metric, const char *value);
+extern void cat_autoscale_held(int64 deployment_id, int replicas, int want, const char *metric,
+							   const char *value, const char *owner, int64 used_bytes, int64 max_bytes);
 
 #endif							/* DBORCH_CATALOG_H */

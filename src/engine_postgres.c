@@ -168,6 +168,9 @@ postgres_configure_network(Instance *inst)
 	}
 	if (inst->max_connections > 0)
 		conf = psprintf("%smax_connections = %d\n", conf, inst->max_connections);
+	/* a commit waits until one replica, whichever, has flushed it */
+	if (inst->synchronous)
+		conf = psprintf("%ssynchronous_standby_names = 'ANY 1 (*)'\n", conf);
 	dborch_write_file(psprintf("%s/dborch.conf", datadir), conf, 0600);
 
 	conf = dborch_read_file(main_conf, false);

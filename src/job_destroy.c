@@ -3,7 +3,8 @@
  *		The destroy job: stop the processes, remove the instance directories,
  *		release ports and credentials, and mark the deployment destroyed.
  *		The deployment row and its events stay.  A failed deploy's undo uses
- *		the same three steps.
+ *		the same three steps.  The same job drops the kept backups of a
+ *		deployment destroyed before (its other stages find nothing to do).
  */
 #include "postgres.h"
 
@@ -105,12 +106,16 @@ stage_drop_backups(JobContext *ctx)
 	cat_delete_secrets(d->id, false);
 }
 
+/* A deployment destroyed before only had its kept backups dropped. */
 static void
 stage_finalize(JobContext *ctx)
 {
-	cat_set_deployment_status(ctx->deployment_id, "destroyed", NULL, NULL);
-	cat_event(DBORCH_ACTOR, ctx->deployment_id, ctx->job_id, "destroyed",
-			  "processes stopped, data removed, ports released", NULL);
+	if (cat_set_deployment_status(ctx->deployment_id, "destroyed", "destroying", NULL))
+		cat_event(DBORCH_ACTOR, ctx->deployment_id, ctx->job_id, "destroyed",
+				  "processes stopped, data removed, ports released", NULL);
+	else
+		cat_event(DBORCH_ACTOR, ctx->deployment_id, ctx->job_id, "backups_dropped",
+				  "the kept backups of the destroyed deployment are dropped", NULL);
 }
 
 /* A destroy that gave up: the deployment is failed and can be destroyed again. */

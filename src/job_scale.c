@@ -9,7 +9,8 @@
  * PostgreSQL by restarting the replicas with the new shared_buffers, then a
  * switchover to the most advanced one and the old primary restarted as a
  * replica, so writes stop only for the switchover (a deployment without
- * replicas restarts in place).
+ * replicas restarts in place).  The primary's configuration is rewritten
+ * and reloaded once replicas are added or retired (synchronous commit).
  *
  * failover (args: instance_id, the failed primary; queued by the prober
  * dborch.failover_timeout after the primary went down): if that primary is
@@ -22,7 +23,9 @@
 
 #include <hiredis/hiredis.h>
 
+#include "miscadmin.h"
 #include "nodes/pg_list.h"
+#include "storage/latch.h"
 
 #include "dborch.h"
 #include "engine.h"
@@ -105,8 +108,7 @@ promote(Instance *replica, Instance *old_primary)
 	replica_promote(replica);
 	cat_set_instance_role(old_primary->id, "replica");
 	cat_set_instance_role(replica->id, "primary");
-	replica = cat_instance(replica->id);
-	engine_get(replica->engine)->configure_network(replica);
+	replica_reconfigure_primary(replica->deployment_id);
 }
 
 /* Every other running replica follows the current primary. */
@@ -177,6 +179,7 @@ stage_add_replicas(JobContext *ctx)
 				  psprintf("{\"instance_id\": " INT64_FORMAT "}", r->id));
 		job_commit_progress();	/* each replica counts as soon as it streams */
 	}
+	replica_reconfigure_primary(ctx->deployment_id);
 }
 
 /*
@@ -197,12 +200,17 @@ stage_retire_replicas(JobContext *ctx)
 	}
 }
 
-/* Retired replicas go, with their slots and directories. */
+/*
+ * Retired replicas go, with their slots and directories; a synchronous
+ * primary stops waiting for them first.
+ */
 static void
 stage_remove_replicas(JobContext *ctx)
 {
 	Instance   *primary = cat_primary_instance(ctx->deployment_id);
 	ListCell   *lc;
+
+	replica_reconfigure_primary(ctx->deployment_id);
 
 	foreach(lc, replicas_of(ctx->deployment_id))
 	{
@@ -288,6 +296,7 @@ stage_memory(JobContext *ctx)
 	engine_get(primary->engine)->check_ready(primary, cat_secret(ctx->deployment_id, "password"),
 											 dborch_start_timeout_ms);
 	cat_set_instance_status(primary->id, "running", -1);
+	replica_reconfigure_primary(ctx->deployment_id);
 }
 
 static void
@@ -389,16 +398,32 @@ stage_failover_repoint(JobContext *ctx)
 		repoint_replicas(ctx->deployment_id);
 }
 
-/* The former primary rejoins as a replica. */
+/*
+ * The former primary rejoins as a replica.  The prober turns it running
+ * (with its "recovered" event); once it has, a synchronous primary left
+ * without other replicas waits for this one.
+ */
 static void
 stage_failover_rejoin(JobContext *ctx)
 {
 	Instance   *failed = failed_instance(ctx);
+	int64		deadline = dborch_now_ms() + dborch_start_timeout_ms;
 
 	if (failed == NULL || !is_role(failed, "replica") || strcmp(failed->status, "running") == 0)
 		return;
 	replica_rejoin(primary_of(ctx->deployment_id), failed);
 	dborch_wake_prober(true);
+	if (cat_json_bool(cat_deployment(ctx->deployment_id)->spec, "synchronous") &&
+		!primary_of(ctx->deployment_id)->synchronous)
+	{
+		while (strcmp(cat_instance(failed->id)->status, "running") != 0 && dborch_now_ms() < deadline)
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 50, DBORCH_WAIT_EVENT);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
+		replica_reconfigure_primary(ctx->deployment_id);
+	}
 }
 
 static void

@@ -361,7 +361,10 @@ measure_tenants(void)
 /*
  * Auto-scaling: every AUTOSCALE_EVERY_MS, each policy's metric against its
  * thresholds (cat_autoscale_decisions); a decision queues a scale job and an
- * event with the figures, and starts the policy's cooldown.  Returns the
+ * event with the figures, and starts the policy's cooldown.  A scale-up that
+ * the owner's memory quota does not allow is not made: an event says so, and
+ * the cooldown starts all the same (one such event per cooldown, not one per
+ * evaluation).  Returns the
  * milliseconds until the next evaluation.
  */
 static int64
@@ -379,12 +382,33 @@ autoscale(void)
 	r = cat_autoscale_decisions();
 	for (i = 0; i < r->nrows; i++)
 	{
+		int64		deployment_id = strtoi64(cat_value(r, i, "deployment_id"), NULL, 10);
+		const char *owner = cat_value(r, i, "owner");
 		int			replicas = atoi(cat_value(r, i, "replicas"));
 		int			want = atoi(cat_value(r, i, "want"));
 
-		if (want != replicas)
-			cat_autoscale(strtoi64(cat_value(r, i, "deployment_id"), NULL, 10), cat_value(r, i, "owner"),
-						  replicas, want, cat_value(r, i, "metric"), cat_value(r, i, "value"));
+		if (want == replicas)
+			continue;
+		if (want > replicas)
+		{
+			/* each replica counts against the owner's memory quota, as with scale() */
+			int64		extra = strtoi64(cat_value(r, i, "memory_bytes"), NULL, 10) * (want - replicas);
+			int64		deployments,
+						used,
+						max_deployments,
+						max_memory;
+
+			cat_xact_lock(DBORCH_LOCK_OWNER, owner);
+			cat_owner_usage(owner, &deployments, &used);
+			cat_owner_limits(owner, &max_deployments, &max_memory);
+			if (used + extra > max_memory)
+			{
+				cat_autoscale_held(deployment_id, replicas, want, cat_value(r, i, "metric"),
+								   cat_value(r, i, "value"), owner, used, max_memory);
+				continue;
+			}
+		}
+		cat_autoscale(deployment_id, owner, replicas, want, cat_value(r, i, "metric"), cat_value(r, i, "value"));
 	}
 	return AUTOSCALE_EVERY_MS;
 }

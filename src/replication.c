@@ -10,7 +10,10 @@
  * no WAL it needs is recycled; their dborch.conf (engine_postgres.c) names
  * the current primary, so following another primary is a rewrite and a
  * reload.  A failed primary rejoins after pg_rewind (wal_log_hints is on),
- * or with a new base backup when pg_rewind cannot.  Redis replicas use
+ * or with a new base backup when pg_rewind cannot.  The primary of a
+ * synchronous deployment has synchronous_standby_names 'ANY 1 (*)' while a
+ * replica starts or runs: a commit returns once any one replica flushed it,
+ * so the most advanced replica, the one a failover promotes, holds it.  Redis replicas use
  * replicaof with the primary's password; following is REPLICAOF.
  */
 #include "postgres.h"
@@ -245,6 +248,24 @@ replica_follow(Instance *primary, Instance *replica)
 	}
 	else
 		redis_simple(replica, "REPLICAOF %s %s", primary->host, psprintf("%d", primary->port));
+}
+
+/*
+ * The primary's configuration rewritten from the catalog and applied: after
+ * a promotion, and whenever a synchronous deployment gains or loses its
+ * replicas (synchronous_standby_names is set only while a replica starts or
+ * runs, so a primary left without replicas does not wait for one).
+ */
+void
+replica_reconfigure_primary(int64 deployment_id)
+{
+	Instance   *primary = cat_primary_instance(deployment_id);
+
+	if (primary == NULL)
+		return;
+	engine_get(primary->engine)->configure_network(primary);
+	if (is_postgres(primary) && strcmp(primary->status, "running") == 0)
+		(void) pg_value(primary, "SELECT pg_reload_conf()", NULL);
 }
 
 /*

@@ -28,7 +28,7 @@
 
 #define DEFAULT_MEMORY		(INT64CONST(128) * 1024 * 1024)
 #define MAX_MEMORY			(INT64CONST(1024) * 1024 * 1024 * 1024)
-#define VALID_OPTIONS		"environment, max_connections, memory, replicas, ttl, version"
+#define VALID_OPTIONS		"environment, max_connections, memory, replicas, synchronous, ttl, version"
 #define MIN_CONNECTIONS		10
 #define MAX_CONNECTIONS		10000
 
@@ -220,6 +220,7 @@ spec_parse(const EngineOps *engine, Jsonb *options, DeploySpec *spec)
 	spec->ttl = NULL;
 	spec->max_connections = 0;
 	spec->replicas = 0;
+	spec->synchronous = false;
 
 	if (options != NULL)
 	{
@@ -273,6 +274,16 @@ spec_parse(const EngineOps *engine, Jsonb *options, DeploySpec *spec)
 				spec->max_connections = option_int(key, &v, MIN_CONNECTIONS, MAX_CONNECTIONS);
 			else if (strcmp(key, "replicas") == 0)
 				spec->replicas = option_int(key, &v, 0, DBORCH_MAX_REPLICAS);
+			else if (strcmp(key, "synchronous") == 0)
+			{
+				if (v.type != jbvBool)
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("option \"synchronous\" must be true or false")));
+				if (v.val.boolean && strcmp(engine->name, "postgres") != 0)
+					option_error(key, "true", "Redis replication is asynchronous.", NULL);
+				spec->synchronous = v.val.boolean;
+			}
 			else
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -300,6 +311,8 @@ spec_parse(const EngineOps *engine, Jsonb *options, DeploySpec *spec)
 		appendStringInfo(&buf, ", \"max_connections\": %d", spec->max_connections);
 	if (spec->replicas > 0)
 		appendStringInfo(&buf, ", \"replicas\": %d", spec->replicas);
+	if (spec->synchronous)
+		appendStringInfoString(&buf, ", \"synchronous\": true");
 	appendStringInfoChar(&buf, '}');
 
 	/* the text jsonb itself prints, so specs compare as strings */

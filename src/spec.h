@@ -18,6 +18,7 @@ typedef struct DeploySpec
 	char	   *ttl;			/* normalized interval text, or NULL */
 	int			max_connections;	/* 0: the engine's default (100, Redis 10000) */
 	int			replicas;		/* made by a scale job once the deployment is ready */
+	bool		synchronous;	/* PostgreSQL: a commit waits for one replica */
 	char	   *json;			/* the whole spec, canonical jsonb text */
 } DeploySpec;
 

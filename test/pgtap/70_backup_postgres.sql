@@ -37,7 +37,7 @@ BEGIN
 END
 $$;
 
-SELECT plan(123);
+SELECT plan(135);
 
 ------------------------------------------------------------------------------
 -- a deployment that is not ready yet cannot be backed up (in the transaction
@@ -417,13 +417,45 @@ SELECT is(:'out'::text, '0', 'the control plane''s server log does not hold the 
 \set out `grep -rlF -- :'pp' :'test_dir'/managed | tr '\n' ' '`
 SELECT is(:'out'::text, :'bk_dir' || '/pgbackrest.conf ', 'of all managed files only pgbackrest.conf holds it (not the logs, not restored instances)');
 
+------------------------------------------------------------------------------
+-- the backups a destroyed deployment kept are dropped later with
+-- destroy(drop_backups => true), but not while a job is to read them
+------------------------------------------------------------------------------
+BEGIN;
+SELECT id AS v2_job FROM dborch.verify_backup(:b1) \gset
+SELECT pg_temp.tap_error($$SELECT dborch.destroy('tap_bk_pg', drop_backups => true)$$) AS err \gset
+ROLLBACK;
+SELECT is(:'err'::text, '55006: backups of deployment "tap_bk_pg" are in use by job ' || :v2_job,
+          'dropping backups that a queued verification is to read is refused (55006)');
+SELECT count(*) AS destroy_jobs FROM dborch.jobs WHERE deployment_id = :dep_id AND kind = 'destroy' \gset
+SELECT is((SELECT status FROM dborch.destroy('tap_bk_pg', drop_backups => true)), 'destroyed',
+          'destroy(drop_backups => true) of the destroyed deployment: it stays destroyed');
+SELECT max(id) AS drop_job FROM dborch.jobs WHERE deployment_id = :dep_id AND kind = 'destroy' \gset
+SELECT is((SELECT count(*) FROM dborch.jobs WHERE deployment_id = :dep_id AND kind = 'destroy'), :destroy_jobs::bigint + 1,
+          'a destroy job is queued for the kept backups');
+SELECT is((SELECT state FROM dborch.wait_job(:drop_job, '60s')), 'succeeded', 'it succeeds');
+\set out `test -e :'bk_dir' && echo present || echo absent`
+SELECT is(:'out'::text, 'absent', 'the kept repository is removed');
+SELECT is((SELECT array_agg(status ORDER BY id) FROM dborch.backups WHERE id IN (:b1, :b2, :b3)),
+          ARRAY['expired', 'expired', 'expired'], 'the backup rows stay, expired');
+SELECT is((SELECT count(*) FROM dborch.secrets WHERE deployment_id = :dep_id), 0::bigint, 'the backup passphrase is gone');
+SELECT is((SELECT count(*) FROM dborch.events WHERE job_id = :drop_job AND kind = 'backups_dropped'), 1::bigint,
+          'a backups_dropped event');
+SELECT is((SELECT count(*) FROM dborch.events WHERE job_id = :drop_job AND kind = 'destroyed'), 0::bigint,
+          'no second destroyed event');
+SELECT is((SELECT status FROM dborch.destroy('tap_bk_pg', drop_backups => true)), 'destroyed',
+          'destroy(drop_backups => true) once more is a notice');
+SELECT is((SELECT count(*) FROM dborch.jobs WHERE deployment_id = :dep_id AND kind = 'destroy'), :destroy_jobs::bigint + 1,
+          'and queues nothing');
+SELECT is(pg_temp.tap_error($$SELECT dborch.restore('tap_bk_pg', new_name => 'tap_bk_pg_r5')$$),
+          '55000: deployment "tap_bk_pg" has no backup to restore', 'nothing is left to restore');
+
 SELECT * FROM finish();
 
 ------------------------------------------------------------------------------
 -- cleanup, also after a failure above: no pause, no changed setting, no
--- deployment of this file left, their backups dropped.  The backups of the
--- destroyed source cannot be dropped through dborch any more (destroy() of a
--- destroyed deployment is a notice): remove its directory by hand.
+-- deployment of this file left, their backups dropped (the source's
+-- directory is removed by hand too, in case the test that drops it failed).
 ------------------------------------------------------------------------------
 ALTER SYSTEM RESET dborch.pause_at_stage;
 ALTER SYSTEM RESET dborch.start_timeout;

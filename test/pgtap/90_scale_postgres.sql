@@ -9,7 +9,9 @@
 -- response_time picks a healthy replica, multi-host URIs with
 -- target_session_attrs; a replica that is down is never returned, the
 -- primary is when no replica is healthy, and both replicas come back; scale()
--- to 0: the replicas, their directories, processes and slots are gone.
+-- to 0: the replicas, their directories, processes and slots are gone.  The
+-- deployment is synchronous: its primary waits for a replica's flush while
+-- it has replicas, and for none before and after.
 --
 -- Autocommit mode and ON_ERROR_STOP off: see 10_postgres.sql.  scale()
 -- returns the deployment row and leaves its status ready (it stays in
@@ -19,17 +21,19 @@
 SET client_min_messages = warning;
 \ir helpers.psql
 
-SELECT plan(78);
+SELECT plan(81);
 
 ------------------------------------------------------------------------------
 -- a deployment without replicas
 ------------------------------------------------------------------------------
-SELECT id AS dep_id FROM dborch.deploy('tap_scale_pg', 'postgres', '{"memory": "32MB"}') \gset
+SELECT id AS dep_id FROM dborch.deploy('tap_scale_pg', 'postgres', '{"memory": "32MB", "synchronous": true}') \gset
 SELECT is((SELECT status FROM dborch.wait('tap_scale_pg', '90s')), 'ready', 'the deployment is ready');
 SELECT i.id AS p_id, i.port AS p_port, i.data_directory AS p_dir
   FROM dborch.instances i WHERE i.deployment_id = :dep_id AND i.status <> 'destroyed' \gset
 SELECT value AS pw FROM dborch.secrets WHERE deployment_id = :dep_id AND name = 'password' \gset
 SELECT dborch.connection_string('tap_scale_pg') AS w_uri \gset
+\set out `PGCONNECT_TIMEOUT=5 psql :'w_uri' -XAtqc "SHOW synchronous_standby_names" 2>&1`
+SELECT is(:'out'::text, '', 'synchronous, but without replicas: the primary waits for none');
 
 ------------------------------------------------------------------------------
 -- refusals
@@ -89,7 +93,7 @@ SELECT format('postgresql://postgres:%s@127.0.0.1:%s/postgres', :'pw', :r1_port)
 SELECT ok(:r1_port <> :p_port AND :r2_port <> :p_port AND :r1_port <> :r2_port, 'each replica has a port of its own');
 SELECT is((SELECT count(*) FROM dborch.events WHERE job_id = :scale_job AND kind = 'replica_added'), 2::bigint,
           'a replica_added event for each replica');
-SELECT is((SELECT id FROM dborch.deploy('tap_scale_pg', 'postgres', '{"memory": "32MB"}')), :dep_id::bigint,
+SELECT is((SELECT id FROM dborch.deploy('tap_scale_pg', 'postgres', '{"memory": "32MB", "synchronous": true}')), :dep_id::bigint,
           'deploy() with the original options is still a no-op after scaling');
 SELECT is(dborch.connection_string('tap_scale_pg'), :'w_uri', 'the write connection string still names the primary');
 
@@ -101,6 +105,8 @@ SELECT is(:'out'::text, format('dborch_r%s:true:physical,dborch_r%s:true:physica
           'the primary has one active physical slot per replica, dborch_r<instance id>');
 \set out `PGCONNECT_TIMEOUT=5 psql :'w_uri' -XAtqc "SELECT count(*) FILTER (WHERE state = 'streaming') || '/' || count(*) FROM pg_stat_replication" 2>&1`
 SELECT is(:'out'::text, '2/2', 'pg_stat_replication on the primary: two replicas streaming');
+\set out `PGCONNECT_TIMEOUT=5 psql :'w_uri' -XAtq -c "SHOW synchronous_standby_names" -c "SELECT string_agg(sync_state, ',') FROM pg_stat_replication" 2>&1 | tr '\n' ' '`
+SELECT is(:'out'::text, 'ANY 1 (*) quorum,quorum ', 'synchronous with replicas: a commit waits for any one of them (quorum)');
 \set out `PGCONNECT_TIMEOUT=5 psql :'w_uri' -XAtq -c "INSERT INTO tap_rows SELECT g, 'after' FROM generate_series(101, 200) g" -c 'SELECT count(*) FROM tap_rows' 2>&1`
 SELECT is(:'out'::text, '200', '100 more rows are written to the primary after scaling');
 \set out `for i in $(seq 1 100); do r=$(PGCONNECT_TIMEOUT=5 psql :'r1_uri' -XAtqc "SELECT count(*) || '/' || count(*) FILTER (WHERE v = 'after') FROM tap_rows" 2>&1); [ "$r" = 200/100 ] && break; sleep 0.1; done; echo "$r"`
@@ -226,6 +232,8 @@ SELECT is((SELECT string_agg(instance_id::text, ',') FROM dborch.endpoints WHERE
           'dborch.endpoints lists the primary only');
 \set out `PGCONNECT_TIMEOUT=5 psql :'w_uri' -XAtqc "SELECT count(*) FROM pg_replication_slots" 2>&1`
 SELECT is(:'out'::text, '0', 'the replicas'' slots are dropped on the primary');
+\set out `PGCONNECT_TIMEOUT=5 PGOPTIONS='-c statement_timeout=5s' psql :'w_uri' -XAtq -c "SHOW synchronous_standby_names" -c "INSERT INTO tap_rows VALUES (5000, 'no replica left') RETURNING id" -c 'DELETE FROM tap_rows WHERE id = 5000' 2>&1 | tr '\n' ' '`
+SELECT is(:'out'::text, ' 5000 ', 'without replicas the primary waits for none again: a commit returns at once');
 \set out `for d in :'r1_dir' :'r2_dir'; do test -e "$d" && echo present || echo absent; done | tr '\n' ' '`
 SELECT is(:'out'::text, 'absent absent ', 'the replicas'' directories are removed');
 \set out `for p in /proc/[0-9]*; do readlink $p/cwd; done 2>/dev/null | grep -cE -- '(:r1_dir|:r2_dir)(/|$)'`

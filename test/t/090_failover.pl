@@ -2,6 +2,8 @@
 # PostgreSQL and for Redis; and a blip shorter than dborch.failover_timeout.
 #
 # For each engine: rows (keys) are written and reach both replicas; the
+# PostgreSQL deployment is synchronous, and a client commits row after row
+# while its primary is killed: every commit it was told of must survive; the
 # primary's server is killed; the test measures the time from the kill until
 # dborch.connection_string(name) names a primary that accepts a write (a
 # note, never a tight assertion: the bound is 60 s).  Then: the promoted
@@ -104,11 +106,12 @@ sub dep_count
 }
 
 # Both deployments with two replicas, made at the same time; their passwords.
+# Each name maps to [engine, deploy options].
 sub deploy_with_replicas
 {
 	my (%engines) = @_;
 	my %pw;
-	deploy($node, $_, $engines{$_}) foreach sort keys %engines;
+	deploy($node, $_, @{ $engines{$_} }) foreach sort keys %engines;
 	foreach my $name (sort keys %engines)
 	{
 		is(wait_settled($node, $name), 'ready', "$name: deployed");
@@ -271,7 +274,9 @@ sub check_after_failover
 }
 
 my %figures;
-my %pw = deploy_with_replicas(fpg => 'postgres', frd => 'redis');
+my %pw = deploy_with_replicas(
+	fpg => [ 'postgres', '{"memory": "32MB", "synchronous": true}' ],
+	frd => [ 'redis', '{"memory": "16MB"}' ]);
 
 # ---------------------------------------------------------------------------
 # PostgreSQL
@@ -291,9 +296,36 @@ my %pw = deploy_with_replicas(fpg => 'postgres', frd => 'redis');
 			"$name: replica $r has replayed the 1000 rows");
 	}
 
+	is((psql_try($w, 'SHOW synchronous_standby_names'))[1], 'ANY 1 (*)',
+		"$name: the primary of the synchronous deployment waits for any one replica");
+	is((psql_try($w, "SELECT string_agg(sync_state, ',') FROM pg_stat_replication"))[1], 'quorum,quorum',
+		"$name: both replicas are quorum standbys");
+
+	# Commits right up to the kill: a client inserts row after row, each its
+	# own transaction, while the primary is killed.  Every row it was told
+	# had committed must be on the promoted replica.
+	my $burst = PostgreSQL::Test::Utils::tempdir() . '/burst.sql';
+	open(my $fh, '>', $burst) or die "open $burst: $!";
+	print $fh "INSERT INTO f VALUES ($_, 'burst') RETURNING id;\n" foreach 2001 .. 200000;
+	close $fh;
+	my ($burst_out, $burst_err) = ('', '');
+	my $writer = IPC::Run::start([ 'psql', '-XAtq', '-d', $w, '-f', $burst ],
+		'<', \undef, '>', \$burst_out, '2>', \$burst_err);
+	ok(until_true(sub { (psql_try($w, 'SELECT count(*) >= 100 FROM f WHERE id > 2000'))[1] eq 't' }, 30),
+		"$name: a client commits row after row");
+
 	my ($old, $elapsed) = kill_primary_and_measure($name, 'postgres');
 	$figures{postgres} = $elapsed;
+	eval { $writer->finish; };
+	my @acked = grep { /^\d+$/ } split /\n/, $burst_out;
+	my $last_acked = $acked[-1] // 2000;
+	note("$name: the writer was told of " . scalar(@acked) . " commits, the last id $last_acked; it ended with: "
+		  . ((split /\n/, $burst_err)[0] // ''));
+	ok(@acked >= 100, "$name: the writer's commits were acknowledged up to the kill (" . scalar(@acked) . ')');
 	my $new = check_after_failover($name, 'postgres', $pw, $old, $elapsed, \@replicas);
+	is((psql_try(sql($node, "SELECT dborch.connection_string('$name')"),
+				"SELECT count(*) FROM f WHERE id BETWEEN 2001 AND $last_acked"))[1],
+		$last_acked - 2000, "$name: every acknowledged commit of the writer survived the failover (ids 2001 to $last_acked)");
 
 	# A blip shorter than dborch.failover_timeout: no failover.
 	set_guc($node, 'dborch.failover_timeout', '10s');

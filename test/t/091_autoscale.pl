@@ -10,7 +10,8 @@
 # 0.3 while the cooldown still runs, yet the replica stays until the cooldown
 # is over, and is removed only then ('autoscale' event, replicas 1 to 0, value
 # at most 0.3; replica, slot and process gone).  No other decision is made:
-# no flapping.  The cooldown is 40 s rather than less so that the metric
+# no flapping.  Then a scale-up that the memory quota does not allow is held
+# back with an event, and made once the quota allows it.  The cooldown is 40 s rather than less so that the metric
 # falls below the threshold well inside it (the one-minute average takes
 # about 20 s to fall after the sessions close), which is what makes the
 # cooldown, and not the metric, hold the replica.
@@ -223,6 +224,34 @@ is(psql_out($uri, 'CREATE TABLE t (i int); INSERT INTO t VALUES (1); SELECT coun
 # Removing the policy.
 is(sql($node, "SELECT dborch.set_autoscale('$name', NULL) IS NULL"), 't', 'set_autoscale(NULL) removes the policy');
 is(sql($node, 'SELECT count(*) FROM dborch.autoscale_policies'), '0', 'no policy is left');
+
+# The memory quota holds a scale-up back.  A policy with min_replicas 1 asks
+# for a replica at the next evaluation; with the owner's quota at the
+# deployment's own 32 MB there is no room for it: an 'autoscale' event says
+# so (held: quota, with the figures), no scale job is queued, and the next
+# evaluations (every 5 s) inside the cooldown neither retry nor repeat the
+# event.  With the quota lifted and the policy set anew, the replica comes.
+my $owner = sql($node, "SELECT owner FROM dborch.deployments WHERE name = '$name'");
+sql($node, qq{INSERT INTO dborch.quotas (owner, max_deployments, max_memory_bytes) VALUES ('$owner', 10, 32 * 1024 * 1024)});
+my $floor = qq{{"metric": "connections", "scale_up_at": 0.8, "scale_down_at": 0.3, "min_replicas": 1, "max_replicas": 1, "cooldown": "60 seconds"}};
+my $last_job = sql($node, 'SELECT coalesce(max(id), 0) FROM dborch.jobs');
+sql($node, qq{SELECT dborch.set_autoscale('$name', '$floor')});
+my $held = qq{SELECT count(*) FROM dborch.events WHERE kind = 'autoscale' AND deployment = '$name' AND detail->>'held' = 'quota'};
+ok(wait_for($node, $held, '1', 30), 'a scale-up over the memory quota is held back, with an event');
+like(sql($node, qq{SELECT message FROM dborch.events WHERE kind = 'autoscale' AND deployment = '$name' AND detail ? 'held'}),
+	qr/^connections at 0\.\d+: 0 to 1 replicas held back by the memory quota of role "\Q$owner\E" \(32 of 32 MB used\)$/,
+	'its message gives the figures and the quota');
+sleep(11);
+is(sql($node, $held), '1', 'the evaluations inside the cooldown do not repeat it');
+is(sql($node, "SELECT count(*) FROM dborch.jobs j JOIN dborch.deployments d ON d.id = j.deployment_id
+	WHERE d.name = '$name' AND j.kind = 'scale' AND j.id > $last_job"), '0', 'no scale job is queued');
+is(live_replicas(), '0', 'no replica is added');
+sql($node, "DELETE FROM dborch.quotas WHERE owner = '$owner'");
+sql($node, "SELECT dborch.set_autoscale('$name', NULL)");
+sql($node, qq{SELECT dborch.set_autoscale('$name', '$floor')});
+ok(wait_for($node, qq{SELECT count(*) FROM dborch.instances WHERE role = 'replica' AND status = 'running'
+		AND deployment_id = (SELECT max(id) FROM dborch.deployments WHERE name = '$name')}, '1', 90),
+	'with the quota lifted, the replica is added');
 
 cleanup_all($node);
 done_testing();
