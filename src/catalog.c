@@ -1959,6 +1959,20 @@ cat_insert_tenant(Deployment *d, const char *name, const char *quota)
 	return id;
 }
 
+/*
+ * A deployment's active tenants become pending again, writable (the
+ * usage measurement judges the quota anew), for a tenants job to bring
+ * them back to their definition; returns how many.
+ */
+int
+cat_tenants_reapply(int64 deployment_id)
+{
+	return cat_query("UPDATE dborch.tenants SET status = 'pending', read_only = false,"
+					 " updated_at = pg_catalog.clock_timestamp()"
+					 " WHERE deployment_id = $1::bigint AND status = 'active' RETURNING id",
+					 1, cat_i64(deployment_id))->nrows;
+}
+
 /* Queue a tenants job for a deployment unless one is queued already. */
 void
 cat_queue_tenants_job(Deployment *d)

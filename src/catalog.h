@@ -235,6 +235,7 @@ extern List *cat_tenants_in(int64 deployment_id, const char *status);
 extern Datum cat_tenant_row(int64 id);
 extern int64 cat_insert_tenant(Deployment *d, const char *name, const char *quota);
 extern void cat_queue_tenants_job(Deployment *d);
+extern int	cat_tenants_reapply(int64 deployment_id);
 extern void cat_tenant_set_status(int64 id, const char *status, const char *error);
 extern void cat_tenant_dropped(int64 id);
 extern void cat_tenants_created(int64 deployment_id, int64 job_id, List *tenants);

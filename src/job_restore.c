@@ -11,7 +11,9 @@
  * exists).
  *
  * restore_in_place: stop, restore (pgBackRest --delta, or the snapshot),
- * the same configuration, start and checks, then ready again.
+ * the same configuration, start and checks, then ready again; its tenants
+ * are applied again.  A restore into a new deployment carries the source's
+ * tenants over (stage "tenants").
  *
  * jobs.args: {"source_id": deployment backed up, "backup_id": or null,
  * "target_time": text or null}.
@@ -31,6 +33,7 @@
 #include "dborch.h"
 #include "engine.h"
 #include "job.h"
+#include "tenant.h"
 
 /* Restored data is complete: the stage can be skipped when run again. */
 static char *
@@ -203,6 +206,39 @@ stage_credentials(JobContext *ctx)
 		redis_enable_aof(inst, password);
 }
 
+/*
+ * The source's tenants come along: a row each on the new deployment (same
+ * name, quota and key prefix, a password of its own, as the deployment has)
+ * and a tenants job that applies them once this job is done.  Roles,
+ * schemas and keys that the backup holds keep their data as of the backup;
+ * a tenant made after it starts empty.  A source destroyed since has no
+ * tenants left to carry.
+ */
+static void
+stage_tenants(JobContext *ctx)
+{
+	Deployment *source = cat_deployment(cat_json_int64(ctx->args, "source_id"));
+	Deployment *target = cat_deployment(ctx->deployment_id);
+	int			carried = 0;
+	ListCell   *lc;
+
+	foreach(lc, cat_tenants_in(source->id, "active"))
+	{
+		Tenant	   *t = lfirst(lc);
+
+		/* a resumed job finds those it carried already */
+		if (cat_live_tenant(target->id, t->name) != NULL)
+			continue;
+		(void) cat_insert_tenant(target, t->name, t->quota);
+		carried++;
+	}
+	if (carried > 0)
+		cat_event(DBORCH_ACTOR, target->id, ctx->job_id, "tenants_restored",
+				  psprintf("%d tenants of \"%s\" carried over, with passwords of their own", carried,
+						   source->name),
+				  psprintf("{\"tenants\": %d, \"source_id\": " INT64_FORMAT "}", carried, source->id));
+}
+
 static const JobStage restore_stages[] = {
 	{"quota_check", deploy_stage_quota_check},
 	{"node_selection", deploy_stage_node_selection},
@@ -214,6 +250,7 @@ static const JobStage restore_stages[] = {
 	{"register", deploy_stage_register},
 	{"credentials", stage_credentials},
 	{"health_validation", deploy_stage_health_validation},
+	{"tenants", stage_tenants},
 	{"finalize", deploy_stage_finalize},
 };
 
@@ -238,11 +275,18 @@ stage_stop(JobContext *ctx)
 	cat_set_instance_status(inst->id, "stopped", 0);
 }
 
+/*
+ * The deployment's tenants are applied again by a tenants job: the
+ * restored data has the roles (or, for Redis, the keys) of the backup's
+ * time, and a tenant made since must get its role back.
+ */
 static void
 stage_in_place_finalize(JobContext *ctx)
 {
 	Instance   *inst = load_instance(ctx);
 
+	if (cat_tenants_reapply(ctx->deployment_id) > 0)
+		cat_queue_tenants_job(cat_deployment(ctx->deployment_id));
 	cat_set_instance_status(inst->id, "running", -1);
 	cat_set_deployment_status(ctx->deployment_id, "ready", "restoring", NULL);
 	cat_event(DBORCH_ACTOR, ctx->deployment_id, ctx->job_id, "restored",

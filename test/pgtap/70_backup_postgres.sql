@@ -242,7 +242,7 @@ SELECT set_eq($$SELECT e.detail ->> 'stage' FROM dborch.events e JOIN dborch.job
                  JOIN dborch.deployments d ON d.id = j.deployment_id
                 WHERE d.name = 'tap_bk_pg_r1' AND j.kind = 'restore' AND e.kind = 'stage'$$,
               ARRAY['quota_check', 'node_selection', 'prepare', 'restore_data', 'network', 'security',
-                    'start', 'register', 'credentials', 'health_validation', 'finalize'],
+                    'start', 'register', 'credentials', 'health_validation', 'tenants', 'finalize'],
               'the restore left an event for each of its stages');
 SELECT is((SELECT count(*) FROM dborch.events e JOIN dborch.deployments d ON d.id = e.deployment_id
             WHERE d.name = 'tap_bk_pg_pitr' AND e.kind = 'restore_requested'

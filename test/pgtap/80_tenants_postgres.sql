@@ -11,7 +11,9 @@
 -- tenant with max_connections N is refused; dborch.tenants shows the usage;
 -- drop_tenant removes the roles, the schema and its data; 50 tenants made in
 -- one transaction are one tenants job; a quota the instance cannot take
--- does not fail the rest of its batch; no tenant password appears in the
+-- does not fail the rest of its batch; a restore into a new deployment
+-- carries the tenants over, one in place applies them again (a tenant made
+-- after the backup gets its role back); no tenant password appears in the
 -- catalog's events, jobs or alerts, nor in the server logs; destroying the
 -- deployment leaves no tenant active.
 --
@@ -22,7 +24,7 @@
 SET client_min_messages = warning;
 \ir helpers.psql
 
-SELECT plan(100);
+SELECT plan(115);
 
 -- Every tenant password seen in this file, for the leak checks at the end.
 CREATE TEMP TABLE passwords (pw text);
@@ -309,6 +311,53 @@ SELECT is((SELECT count(*) FROM (SELECT error AS e FROM dborch.jobs WHERE deploy
 INSERT INTO passwords SELECT value FROM dborch.secrets WHERE deployment_id = :dep_id AND name LIKE 'tenant:%';
 
 ------------------------------------------------------------------------------
+-- a backup restored into a new deployment carries the tenants over, with
+-- passwords of their own and their schemas as of the backup; a tenant made
+-- after the backup starts empty there.  A restore in place applies the
+-- tenants again: one made after the backup gets its role back.
+------------------------------------------------------------------------------
+SELECT id AS bk_id, job_id AS bk_job FROM dborch.backup('tn_pg') \gset
+SELECT is(pg_temp.tap_job_result(:bk_job), 'succeeded', 'a full backup of the deployment with its tenants');
+SELECT id AS later_id FROM dborch.create_tenant('tn_pg', 'later') \gset
+SELECT is(pg_temp.tap_job_result((SELECT max(id) FROM dborch.jobs WHERE deployment_id = :dep_id AND kind = 'tenants')),
+          'succeeded', 'tenant later is created after the backup');
+INSERT INTO passwords SELECT value FROM dborch.secrets WHERE deployment_id = :dep_id AND name LIKE 'tenant:%';
+SELECT id AS copy_id FROM dborch.restore('tn_pg', new_name => 'tn_pg_copy') \gset
+SELECT is((SELECT status FROM dborch.wait('tn_pg_copy', '120s')), 'ready', 'the backup is restored into a new deployment');
+SELECT is((SELECT (detail->>'tenants')::bigint FROM dborch.events WHERE deployment_id = :copy_id AND kind = 'tenants_restored'),
+          (SELECT count(*) FROM dborch.tenants WHERE deployment_id = :dep_id AND status = 'active'),
+          'a tenants_restored event counts every active tenant of the source');
+SELECT is(pg_temp.tap_job_result((SELECT max(id) FROM dborch.jobs WHERE deployment_id = :copy_id AND kind = 'tenants')),
+          'succeeded', 'the copy''s tenants job succeeds');
+SELECT results_eq(format($$SELECT name, status, quota::text FROM dborch.tenants WHERE deployment_id = %s ORDER BY name$$, :copy_id),
+                  format($$SELECT name, status, quota::text FROM dborch.tenants WHERE deployment_id = %s
+                            AND status = 'active' ORDER BY name$$, :dep_id),
+                  'the copy has the source''s tenants, active, with their quotas');
+INSERT INTO passwords SELECT value FROM dborch.secrets WHERE deployment_id = :copy_id AND name LIKE 'tenant:%';
+SELECT dborch.connection_string('tn_pg_copy', 'acme') AS ca_uri,
+       dborch.connection_string('tn_pg_copy', 'later') AS cl_uri \gset
+\set out `PGCONNECT_TIMEOUT=5 psql :'adm_uri' -XAtqc "SELECT count(*) FROM pg_tables WHERE schemaname = 'acme'" 2>&1`
+SELECT :'out' AS acme_tables \gset
+\set out `PGCONNECT_TIMEOUT=5 psql :'ca_uri' -XAtqc "SELECT current_user || ' ' || current_schema() || ' ' || (SELECT count(*) FROM pg_tables WHERE schemaname = 'acme')" 2>&1`
+SELECT is(:'out'::text, 'acme$owner acme ' || :'acme_tables', 'acme logs into the copy with its new connection string and finds its tables');
+\set out `PGCONNECT_TIMEOUT=5 psql :'cl_uri' -XAtqc "SELECT current_user || ' ' || (SELECT count(*) FROM pg_tables WHERE schemaname = 'later')" 2>&1`
+SELECT is(:'out'::text, 'later$owner 0', 'later, made after the backup, logs into the copy and has an empty schema');
+SELECT format('postgresql://acme:%s@127.0.0.1:%s/postgres', :'acme_pw', pg_temp.tap_port(:'ca_uri')) AS old_pw_uri \gset
+\set out `PGCONNECT_TIMEOUT=5 psql :'old_pw_uri' -XAtqc 'SELECT 1' 2>&1`
+SELECT matches(:'out'::text, 'password authentication failed', 'acme''s password of the source does not open the copy');
+
+SELECT is((SELECT status FROM dborch.restore('tn_pg', backup => :bk_id, in_place => true)), 'restoring',
+          'a restore in place of the same backup');
+SELECT is((SELECT status FROM dborch.wait('tn_pg', '120s')), 'ready', 'ends ready');
+SELECT is(pg_temp.tap_job_result((SELECT max(id) FROM dborch.jobs WHERE deployment_id = :dep_id AND kind = 'tenants')),
+          'succeeded', 'a tenants job applies the tenants again');
+SELECT dborch.connection_string('tn_pg', 'later') AS l_uri \gset
+\set out `PGCONNECT_TIMEOUT=5 psql :'l_uri' -XAtqc 'SELECT current_user' 2>&1`
+SELECT is(:'out'::text, 'later$owner', 'later, whose role the backup did not have, logs in again');
+SELECT is((SELECT status FROM dborch.destroy('tn_pg_copy')), 'destroying', 'destroy() the copy');
+SELECT is((SELECT status FROM dborch.wait('tn_pg_copy', '60s')), 'destroyed', 'it is destroyed');
+
+------------------------------------------------------------------------------
 -- no tenant password in the catalog's events, jobs, alerts or the logs
 ------------------------------------------------------------------------------
 SELECT cmp_ok((SELECT count(DISTINCT pw) FROM passwords), '>=', 53::bigint, 'the passwords of 53 tenants were collected');
@@ -331,7 +380,7 @@ SELECT is(:'out'::text, '0', 'the instance''s server log holds no tenant passwor
 ------------------------------------------------------------------------------
 -- cleanup
 ------------------------------------------------------------------------------
-SELECT is((SELECT status FROM dborch.destroy('tn_pg')), 'destroying', 'destroy() the deployment');
+SELECT is((SELECT status FROM dborch.destroy('tn_pg', drop_backups => true)), 'destroying', 'destroy() the deployment');
 SELECT is((SELECT status FROM dborch.wait('tn_pg', '60s')), 'destroyed', 'it is destroyed');
 SELECT is((SELECT string_agg(DISTINCT status, ',') FROM dborch.tenants WHERE deployment_id = :dep_id), 'dropped',
           'its tenants are dropped with it (none is left active)');
@@ -342,6 +391,7 @@ SELECT * FROM finish();
 ALTER SYSTEM RESET dborch.tenant_usage_interval;
 SELECT pg_reload_conf() \gset
 -- Safety net after a failure above: leave no deployment of this file behind.
-SELECT count(dborch.destroy(name)) AS n FROM dborch.deployments
- WHERE name = 'tn_pg' AND status NOT IN ('destroyed', 'destroying') \gset
-SELECT count(dborch.wait(name)) AS n FROM dborch.deployments WHERE name = 'tn_pg' AND status = 'destroying' \gset
+SELECT count(dborch.destroy(name, drop_backups => true)) AS n FROM dborch.deployments
+ WHERE name IN ('tn_pg', 'tn_pg_copy') AND status NOT IN ('destroyed', 'destroying') \gset
+SELECT count(dborch.wait(name)) AS n FROM dborch.deployments
+ WHERE name IN ('tn_pg', 'tn_pg_copy') AND status = 'destroying' \gset

@@ -10,7 +10,9 @@
 -- and deleting keys back under it makes it writable again
 -- (tenant_within_quota, the alert resolved); dborch.tenants shows keys and
 -- memory_bytes; drop_tenant removes the ACL user (also from the aclfile)
--- and the keys; 50 tenants made in one transaction are one tenants job; no
+-- and the keys; 50 tenants made in one transaction are one tenants job; a
+-- restore into a new deployment carries the tenants over (passwords of
+-- their own, keys of the backup), one in place applies them again; no
 -- tenant password appears in the catalog's events, jobs or alerts, in the
 -- logs or in the instance's files.
 --
@@ -21,7 +23,7 @@
 SET client_min_messages = warning;
 \ir helpers.psql
 
-SELECT plan(113);
+SELECT plan(130);
 
 -- Every tenant password seen in this file, for the leak checks at the end.
 CREATE TEMP TABLE passwords (pw text);
@@ -313,6 +315,50 @@ SELECT is(pg_temp.tap_job_result((SELECT max(id) FROM dborch.jobs
 SELECT is(:'out'::text, E'0\n0', 'their ACL users and keys are gone');
 
 ------------------------------------------------------------------------------
+-- a backup restored into a new deployment carries the tenants over, with
+-- passwords of their own, and their keys as of the backup; a restore in
+-- place applies the tenants again
+------------------------------------------------------------------------------
+\set out `timeout 10 redis-cli -u :'a_uri' --no-auth-warning SET acme:restored yes 2>&1`
+SELECT id AS bk_id, job_id AS bk_job FROM dborch.backup('tn_redis') \gset
+SELECT is(pg_temp.tap_job_result(:bk_job), 'succeeded', 'a backup of the deployment with its tenants');
+SELECT id AS copy_id FROM dborch.restore('tn_redis', new_name => 'tn_redis_copy') \gset
+SELECT is((SELECT status FROM dborch.wait('tn_redis_copy', '60s')), 'ready', 'it is restored into a new deployment');
+SELECT is((SELECT message FROM dborch.events WHERE deployment_id = :copy_id AND kind = 'tenants_restored'),
+          '2 tenants of "tn_redis" carried over, with passwords of their own', 'a tenants_restored event');
+SELECT is(pg_temp.tap_job_result((SELECT max(id) FROM dborch.jobs WHERE deployment_id = :copy_id AND kind = 'tenants')),
+          'succeeded', 'the copy''s tenants job succeeds');
+SELECT results_eq(format($$SELECT name, status, key_prefix, quota::text FROM dborch.tenants WHERE deployment_id = %s ORDER BY name$$, :copy_id),
+                  format($$SELECT name, status, key_prefix, quota::text FROM dborch.tenants WHERE deployment_id = %s
+                            AND status = 'active' ORDER BY name$$, :dep_id),
+                  'the copy has the source''s tenants, active, with their key prefixes and quotas');
+SELECT isnt((SELECT value FROM dborch.secrets WHERE deployment_id = :copy_id AND name = 'tenant:acme'), :'acme_pw',
+            'acme has a password of its own on the copy');
+INSERT INTO passwords SELECT value FROM dborch.secrets WHERE deployment_id = :copy_id AND name LIKE 'tenant:%';
+SELECT dborch.connection_string('tn_redis_copy', 'acme') AS ca_uri,
+       dborch.connection_string('tn_redis_copy', 'cram') AS cc_uri,
+       dborch.connection_string('tn_redis_copy') AS cadm_uri \gset
+\set out `timeout 10 redis-cli -u :'ca_uri' --no-auth-warning GET acme:restored 2>&1`
+SELECT is(:'out'::text, 'yes', 'acme reads its key of the backup on the copy, with its new connection string');
+SELECT pg_temp.tap_port(:'ca_uri') AS copy_port \gset
+\set out `timeout 10 redis-cli -h 127.0.0.1 -p :copy_port --user acme --pass :'acme_pw' --no-auth-warning PING 2>&1`
+SELECT matches(:'out'::text, 'WRONGPASS', 'acme''s password of the source does not open the copy');
+\set out `timeout 10 redis-cli -u :'cc_uri' --no-auth-warning GET acme:restored 2>&1`
+SELECT matches(:'out'::text, '^NOPERM', 'on the copy too, cram cannot read acme''s keys');
+\set out `timeout 10 redis-cli -u :'cadm_uri' --no-auth-warning --scan --pattern 'acme:*' 2>&1 | wc -l`
+SELECT is(:'out'::text, '45', 'the copy holds acme''s 45 keys');
+
+SELECT is((SELECT status FROM dborch.restore('tn_redis', backup => :bk_id, in_place => true)), 'restoring',
+          'a restore in place of the same backup');
+SELECT is((SELECT status FROM dborch.wait('tn_redis', '60s')), 'ready', 'ends ready');
+SELECT is(pg_temp.tap_job_result((SELECT max(id) FROM dborch.jobs WHERE deployment_id = :dep_id AND kind = 'tenants')),
+          'succeeded', 'a tenants job applies the tenants again');
+SELECT is((SELECT string_agg(name || ':' || status, ',' ORDER BY name) FROM dborch.tenants
+            WHERE deployment_id = :dep_id AND status <> 'dropped'), 'acme:active,cram:active', 'they are active');
+\set out `timeout 10 redis-cli -u :'a_uri' --no-auth-warning GET acme:restored 2>&1`
+SELECT is(:'out'::text, 'yes', 'acme reads its key with its own connection string');
+
+------------------------------------------------------------------------------
 -- no tenant password in the catalog's events, jobs, alerts, logs or files
 ------------------------------------------------------------------------------
 SELECT cmp_ok((SELECT count(DISTINCT pw) FROM passwords), '>=', 53::bigint, 'the passwords of 53 tenants were collected');
@@ -335,8 +381,10 @@ SELECT is(:'out'::text, '0', 'no file of the instance (aclfile, config, log, dat
 ------------------------------------------------------------------------------
 -- cleanup
 ------------------------------------------------------------------------------
-SELECT is((SELECT status FROM dborch.destroy('tn_redis')), 'destroying', 'destroy() the deployment');
+SELECT is((SELECT status FROM dborch.destroy('tn_redis', drop_backups => true)), 'destroying', 'destroy() the deployment');
 SELECT is((SELECT status FROM dborch.wait('tn_redis', '60s')), 'destroyed', 'it is destroyed');
+SELECT is((SELECT status FROM dborch.destroy('tn_redis_copy', drop_backups => true)), 'destroying', 'destroy() the copy');
+SELECT is((SELECT status FROM dborch.wait('tn_redis_copy', '60s')), 'destroyed', 'it is destroyed');
 \set out `rm -f :'test_dir'/tn_acme_sub.out; echo done`
 
 SELECT * FROM finish();
@@ -344,6 +392,7 @@ SELECT * FROM finish();
 ALTER SYSTEM RESET dborch.tenant_usage_interval;
 SELECT pg_reload_conf() AS reloaded \gset
 -- Safety net after a failure above: leave no deployment of this file behind.
-SELECT count(dborch.destroy(name)) AS n FROM dborch.deployments
- WHERE name = 'tn_redis' AND status NOT IN ('destroyed', 'destroying') \gset
-SELECT count(dborch.wait(name)) AS n FROM dborch.deployments WHERE name = 'tn_redis' AND status = 'destroying' \gset
+SELECT count(dborch.destroy(name, drop_backups => true)) AS n FROM dborch.deployments
+ WHERE name IN ('tn_redis', 'tn_redis_copy') AND status NOT IN ('destroyed', 'destroying') \gset
+SELECT count(dborch.wait(name)) AS n FROM dborch.deployments
+ WHERE name IN ('tn_redis', 'tn_redis_copy') AND status = 'destroying' \gset
