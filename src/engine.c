@@ -52,17 +52,20 @@ engine_uri_host(const char *host)
 }
 
 /*
- * Retry probe (a real client query with the generated credentials) after
- * nap_ms, doubling up to 25 ms (a long crash recovery is not asked a hundred
- * times a second, each a connection the server forks for) until it succeeds; an error when the server exited (with the tail
- * of log_file) or after timeout_ms.  server names the program in messages.
+ * Retry probe (a real client query with the generated credentials) every
+ * nap_ms, and after the first 200 ms at intervals doubling up to 25 ms (a
+ * long crash recovery is not asked a hundred times a second, each a
+ * connection the server forks for), until it succeeds; an error when the
+ * server exited (with the tail of log_file) or after timeout_ms.  server
+ * names the program in messages.
  */
 void
 engine_wait_ready(Instance *inst, const char *password, int timeout_ms, int nap_ms,
 				  EngineReadyProbe probe, const char *server, const char *log_file)
 {
 	const EngineOps *engine = engine_get(inst->engine);
-	int64		deadline = dborch_now_ms() + timeout_ms;
+	int64		started_ms = dborch_now_ms();
+	int64		deadline = started_ms + timeout_ms;
 	int			nap = nap_ms;
 
 	for (;;)
@@ -85,6 +88,8 @@ engine_wait_ready(Instance *inst, const char *password, int timeout_ms, int nap_
 						 nap, DBORCH_WAIT_EVENT);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
-		nap = Min(nap * 2, Max(nap_ms, 25));
+		/* a quick start is seen at once; a long one is not asked as often */
+		if (dborch_now_ms() - started_ms > 200)
+			nap = Min(nap * 2, Max(nap_ms, 25));
 	}
 }
