@@ -347,8 +347,7 @@ stage_move_compare(JobContext *ctx)
 	target = serving_instance(target_id(ctx));
 	if (is_postgres(source))
 	{
-		before = tenant_pg_fingerprint(source, t->name);
-		after = tenant_pg_fingerprint(target, t->name);
+		tenant_pg_fingerprints(source, target, t->name, &before, &after);
 	}
 	else
 	{

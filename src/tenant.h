@@ -53,7 +53,7 @@ extern void tenant_pg_drop(Instance *inst, const char *name);
 extern void tenant_pg_set_read_only(Instance *inst, const char *name, bool read_only);
 extern void tenant_pg_usage(Instance *inst, List *tenants, TenantUsage *usage);
 extern void tenant_pg_copy(Instance *source, Instance *target, const char *name, const char *dir);
-extern char *tenant_pg_fingerprint(Instance *inst, const char *name);
+extern void tenant_pg_fingerprints(Instance *a, Instance *b, const char *name, char **on_a, char **on_b);
 
 /* tenant_redis.c */
 extern void tenant_redis_create(Instance *inst, const char *password, List *tenants);

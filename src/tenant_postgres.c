@@ -376,25 +376,56 @@ tenant_pg_copy(Instance *source, Instance *target, const char *name, const char 
 }
 
 /*
- * Row count and an order-independent checksum (sum of a 64-bit hash of
- * every row's text) of each table of the tenant's schema, as one string.
+ * The fingerprint of a tenant's schema on each of two instances: every
+ * table's row count and the sum of a 64-bit hash of its rows, computed on
+ * both servers at the same time (each scans its copy while the other does).
  */
-char *
-tenant_pg_fingerprint(Instance *inst, const char *name)
+void
+tenant_pg_fingerprints(Instance *a, Instance *b, const char *name, char **on_a, char **on_b)
 {
-	PGconn	   *conn = engine_postgres_connect(inst);
-	char	   *fingerprint;
+	static const char *const sql =
+		"SELECT coalesce(string_agg(c.relname || '=' ||"
+		"   (xpath('/row/n/text()', x))[1]::text || '/' ||"
+		"   coalesce((xpath('/row/h/text()', x))[1]::text, '0'), ',' ORDER BY c.relname), '')"
+		" FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace,"
+		" LATERAL query_to_xml(format('SELECT count(*) AS n,"
+		"   sum(hashtextextended(t::text, 0)::numeric) AS h FROM %I.%I t',"
+		"   n.nspname, c.relname), false, true, '') x"
+		" WHERE n.nspname = $1 AND c.relkind = 'r'";
+	PGconn	   *conns[2];
+	char	  **out[2] = {on_a, on_b};
+	char	   *error = NULL;
+	int			i;
 
-	fingerprint = admin_value(conn,
-							  "SELECT coalesce(string_agg(c.relname || '=' ||"
-							  "   (xpath('/row/n/text()', x))[1]::text || '/' ||"
-							  "   coalesce((xpath('/row/h/text()', x))[1]::text, '0'), ',' ORDER BY c.relname), '')"
-							  " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace,"
-							  " LATERAL query_to_xml(format('SELECT count(*) AS n,"
-							  "   sum(hashtextextended(t::text, 0)::numeric) AS h FROM %I.%I t',"
-							  "   n.nspname, c.relname), false, true, '') x"
-							  " WHERE n.nspname = $1 AND c.relkind = 'r'",
-							  name);
-	PQfinish(conn);
-	return fingerprint ? fingerprint : pstrdup("");
+	conns[0] = engine_postgres_connect(a);
+	PG_TRY();
+	{
+		conns[1] = engine_postgres_connect(b);
+	}
+	PG_CATCH();
+	{
+		PQfinish(conns[0]);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	for (i = 0; i < 2 && error == NULL; i++)
+		if (!PQsendQueryParams(conns[i], sql, 1, NULL, &name, NULL, NULL, 0))
+			error = pstrdup(PQerrorMessage(conns[i]));
+	for (i = 0; i < 2; i++)
+	{
+		PGresult   *res;
+
+		*out[i] = NULL;
+		while ((res = PQgetResult(conns[i])) != NULL)
+		{
+			if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+				*out[i] = pstrdup(PQgetisnull(res, 0, 0) ? "" : PQgetvalue(res, 0, 0));
+			else if (error == NULL)
+				error = pstrdup(PQresultErrorMessage(res));
+			PQclear(res);
+		}
+		PQfinish(conns[i]);
+	}
+	if (error != NULL || *on_a == NULL || *on_b == NULL)
+		ereport(ERROR, (errmsg("tenant query failed: %s", error ? error : "no result")));
 }
