@@ -48,7 +48,7 @@ redis_configure_network(Instance *inst)
 					"pidfile %s/redis.pid\n"
 					"logfile \"\"\n"
 					"dir %s/data\n"
-					"appendonly %s\n"
+					"appendonly yes\n"
 					"appendfsync everysec\n"
 					"maxmemory " INT64_FORMAT "\n"
 					"maxmemory-policy noeviction\n"
@@ -56,10 +56,7 @@ redis_configure_network(Instance *inst)
 					"repl-diskless-sync-delay 0\n"
 					"aclfile %s/users.acl\n",
 					inst->deployment_name, inst->host, inst->port, inst->directory,
-					inst->directory,
-					/* a restored snapshot loads only with appendonly off (job_restore.c) */
-					dborch_path_exists(psprintf("%s/aof-pending", inst->directory)) ? "no" : "yes",
-					inst->memory_bytes, inst->directory);
+					inst->directory, inst->memory_bytes, inst->directory);
 
 	if (inst->max_connections > 0)
 		conf = psprintf("%smaxclients %d\n", conf, inst->max_connections);

@@ -6,9 +6,9 @@
  * restored instead of initdb, plus "credentials" after the start: the new
  * deployment gets its own password (PostgreSQL: ALTER ROLE over the
  * instance's socket with a SCRAM verifier, once recovery is over; Redis:
- * its requirepass), and Redis turns its append-only file on after loading
- * the snapshot (Redis 7 ignores dump.rdb when appendonly is on and no AOF
- * exists).
+ * the password of its configuration).  A Redis snapshot is restored as the
+ * base of the append-only file, which the server loads at its start
+ * (Redis 7 ignores dump.rdb when appendonly is on).
  *
  * restore_in_place: stop, restore (pgBackRest --delta, or the snapshot),
  * the same configuration, start and checks, then ready again; its tenants
@@ -22,7 +22,6 @@
 
 #include <unistd.h>
 
-#include <hiredis/hiredis.h>
 
 #include "libpq-fe.h"
 #include "utils/builtins.h"
@@ -40,13 +39,6 @@ static char *
 restore_marker(JobContext *ctx, Instance *inst)
 {
 	return psprintf("%s/restored-by-job-" INT64_FORMAT, inst->directory, ctx->job_id);
-}
-
-/* Redis must load the snapshot with appendonly off, then turn it on. */
-static char *
-aof_pending_marker(Instance *inst)
-{
-	return psprintf("%s/aof-pending", inst->directory);
 }
 
 /* Put the backup's data in the instance's directory. */
@@ -75,11 +67,24 @@ stage_restore_data(JobContext *ctx)
 	}
 	else
 	{
+		/*
+		 * The snapshot becomes the base of Redis 7's multi-part append-only
+		 * file (an RDB is a valid base), with an empty increment and the
+		 * manifest naming both: the server starts with appendonly yes and
+		 * loads it, with no rewrite of the whole data set to wait for.
+		 */
+		char	   *aofdir = psprintf("%s/data/appendonlydir", inst->directory);
+
 		dborch_mkdir(psprintf("%s/data", inst->directory), 0700);
-		dborch_remove_tree(psprintf("%s/data/appendonlydir", inst->directory));
-		dborch_write_file(aof_pending_marker(inst), "", 0600);
+		dborch_remove_tree(aofdir);
+		unlink(psprintf("%s/data/dump.rdb", inst->directory));
+		dborch_mkdir(aofdir, 0700);
 		redis_unpack(b->file, backup_passphrase(source->id), b->checksum,
-					 psprintf("%s/data/dump.rdb", inst->directory));
+					 psprintf("%s/appendonly.aof.1.base.rdb", aofdir));
+		dborch_write_file(psprintf("%s/appendonly.aof.1.incr.aof", aofdir), "", 0600);
+		dborch_write_file(psprintf("%s/appendonly.aof.manifest", aofdir),
+						  "file appendonly.aof.1.base.rdb seq 1 type b\n"
+						  "file appendonly.aof.1.incr.aof seq 1 type i\n", 0600);
 	}
 	dborch_write_file(marker, "", 0600);
 }
@@ -135,75 +140,15 @@ postgres_credentials(Instance *inst, const char *password)
 		ereport(ERROR, (errmsg("could not set the password of the restored PostgreSQL: %s", error)));
 }
 
-/* Turn the append-only file on once the snapshot is loaded, and wait for it. */
-static void
-redis_enable_aof(Instance *inst, const char *password)
-{
-	struct timeval tv = {10, 0};
-	int64		deadline = dborch_now_ms() + dborch_start_timeout_ms;
-	redisContext *c;
-	redisReply *reply;
-
-	if (!dborch_path_exists(aof_pending_marker(inst)))
-		return;
-	c = redisConnectWithTimeout(inst->host, inst->port, tv);
-	if (c == NULL || c->err)
-		ereport(ERROR, (errmsg("could not connect to the restored redis: %s", c ? c->errstr : "out of memory")));
-	freeReplyObject(redisCommand(c, "AUTH %s", password));
-
-	/* a large snapshot is still loading (-LOADING) for a while after the start */
-	for (;;)
-	{
-		reply = redisCommand(c, "CONFIG SET appendonly yes");
-		if (reply != NULL && reply->type != REDIS_REPLY_ERROR)
-			break;
-		if (reply == NULL || strncmp(reply->str, "LOADING", 7) != 0 || dborch_now_ms() > deadline)
-			ereport(ERROR, (errmsg("could not turn on the append-only file of the restored redis: %s",
-								   reply ? reply->str : c->errstr)));
-		freeReplyObject(reply);
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 20, DBORCH_WAIT_EVENT);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-	}
-	freeReplyObject(reply);
-	for (;;)
-	{
-		reply = redisCommand(c, "INFO persistence");
-		if (reply != NULL && reply->type == REDIS_REPLY_STRING &&
-			strstr(reply->str, "aof_enabled:1") && strstr(reply->str, "aof_rewrite_in_progress:0") &&
-			!strstr(reply->str, "aof_rewrite_scheduled:1"))
-		{
-			bool		ok = strstr(reply->str, "aof_last_bgrewrite_status:ok") != NULL;
-
-			freeReplyObject(reply);
-			if (!ok)
-				ereport(ERROR, (errmsg("the restored redis could not write its append-only file")));
-			break;
-		}
-		if (reply)
-			freeReplyObject(reply);
-		if (dborch_now_ms() > deadline)
-			ereport(ERROR, (errmsg("the restored redis did not finish writing its append-only file")));
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10, DBORCH_WAIT_EVENT);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-	}
-	redisFree(c);
-	/* from now on redis.conf says appendonly yes again */
-	unlink(aof_pending_marker(inst));
-	engine_get(inst->engine)->configure_network(inst);
-}
-
 static void
 stage_credentials(JobContext *ctx)
 {
 	Instance   *inst = load_instance(ctx);
 	char	   *password = load_password(ctx);
 
+	/* Redis: its password is in the configuration and aclfile written before the start */
 	if (strcmp(inst->engine, "postgres") == 0)
 		postgres_credentials(inst, password);
-	else
-		redis_enable_aof(inst, password);
 }
 
 /*

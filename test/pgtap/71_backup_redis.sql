@@ -14,7 +14,7 @@
 SET client_min_messages = warning;
 \ir helpers.psql
 
-SELECT plan(77);
+SELECT plan(78);
 
 ------------------------------------------------------------------------------
 -- the deployment, and what Redis backups cannot do
@@ -105,7 +105,10 @@ SELECT regexp_replace(:'rr_uri', ':[^:@/]+@', ':' || :'pw' || '@') AS rr_with_so
 \set out `timeout 10 redis-cli -u :'rr_with_source_pw' --no-auth-warning PING 2>&1`
 SELECT matches(:'out'::text, 'WRONGPASS', 'the source''s password is refused by the restored deployment');
 
--- a stopped deployment cannot be backed up; after a restart the restored keys are still there
+-- a stopped deployment cannot be backed up; after a restart the restored keys
+-- (the append-only file's base) and one written since (its increment) are there
+\set out `timeout 10 redis-cli -u :'rr_uri' --no-auth-warning SET tap:after_restore yes 2>&1`
+SELECT is(:'out'::text, 'OK', 'a key is written to the restored deployment');
 SELECT is((SELECT status FROM dborch.stop('tap_bk_redis_r')), 'stopping', 'stop() of the restored deployment');
 SELECT is((SELECT status FROM dborch.wait('tap_bk_redis_r', '60s')), 'stopped', 'it is stopped');
 SELECT pg_temp.tap_error_full($$SELECT dborch.backup('tap_bk_redis_r')$$) AS err \gset
@@ -113,9 +116,9 @@ SELECT matches(:'err'::text, '^55000: cannot back up deployment "tap_bk_redis_r"
                'backup() of a stopped deployment is refused (55000)');
 SELECT is((SELECT status FROM dborch.start('tap_bk_redis_r')), 'starting', 'start() of the restored deployment');
 SELECT is((SELECT status FROM dborch.wait('tap_bk_redis_r', '60s')), 'ready', 'it is ready again');
-\set out `for c in 'DBSIZE' 'GET tap:k1' 'EXISTS tap:new'; do timeout 10 redis-cli -u :'rr_uri' --no-auth-warning $c; done 2>&1 | tr '\n' ' '`
-SELECT is(:'out'::text, '5004 value-1-of-the-compressible-backup-test 0 ',
-          'after a restart it still has the restored keys (its append-only file holds them)');
+\set out `for c in 'DBSIZE' 'GET tap:k1' 'EXISTS tap:new' 'GET tap:after_restore'; do timeout 10 redis-cli -u :'rr_uri' --no-auth-warning $c; done 2>&1 | tr '\n' ' '`
+SELECT is(:'out'::text, '5005 value-1-of-the-compressible-backup-test 0 yes ',
+          'after a restart it still has the restored keys and the one written since (its append-only file holds them)');
 
 ------------------------------------------------------------------------------
 -- verification of the good backup
