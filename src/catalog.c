@@ -486,6 +486,19 @@ cat_owner_limits(const char *owner, int64 *max_deployments, int64 *max_memory_by
 }
 
 /*
+ * The owner's quota lock (held until the transaction ends, so that two
+ * checks cannot both take the last room), then its usage and limits.
+ */
+void
+cat_lock_owner_quota(const char *owner, int64 *deployments, int64 *memory_bytes,
+					 int64 *max_deployments, int64 *max_memory_bytes)
+{
+	cat_xact_lock(DBORCH_LOCK_OWNER, owner);
+	cat_owner_usage(owner, deployments, memory_bytes);
+	cat_owner_limits(owner, max_deployments, max_memory_bytes);
+}
+
+/*
  * Set a deployment's status (and last_error when given).  With only_if_in
  * (a comma-separated list), only from one of those statuses; returns whether
  * the row changed.

@@ -123,6 +123,8 @@ extern int64 cat_insert_deployment(const char *name, const char *engine, const c
 								   int64 memory_bytes, const char *ttl);
 extern void cat_owner_usage(const char *owner, int64 *deployments, int64 *memory_bytes);
 extern void cat_owner_limits(const char *owner, int64 *max_deployments, int64 *max_memory_bytes);
+extern void cat_lock_owner_quota(const char *owner, int64 *deployments, int64 *memory_bytes,
+								 int64 *max_deployments, int64 *max_memory_bytes);
 extern bool cat_set_deployment_status(int64 id, const char *status, const char *only_if_in,
 									  const char *error);
 extern void cat_set_deployment_node(int64 id, const char *node);

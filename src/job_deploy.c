@@ -64,8 +64,7 @@ deploy_stage_quota_check(JobContext *ctx)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("deployment \"%s\" is %s", d->name, d->status)));
-	cat_owner_usage(d->owner, &count, &memory);
-	cat_owner_limits(d->owner, &max_count, &max_memory);
+	cat_lock_owner_quota(d->owner, &count, &memory, &max_count, &max_memory);
 	if (count > max_count || memory > max_memory)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
@@ -222,7 +221,6 @@ void
 deploy_stage_finalize(JobContext *ctx)
 {
 	Instance   *inst = load_instance(ctx);
-
 	Deployment *d = cat_deployment(ctx->deployment_id);
 	int64		replicas = cat_json_int64(d->spec, "replicas");
 

@@ -364,8 +364,7 @@ measure_tenants(void)
  * event with the figures, and starts the policy's cooldown.  A scale-up that
  * the owner's memory quota does not allow is not made: an event says so, and
  * the cooldown starts all the same (one such event per cooldown, not one per
- * evaluation).  Returns the
- * milliseconds until the next evaluation.
+ * evaluation).  Returns the milliseconds until the next evaluation.
  */
 static int64
 autoscale(void)
@@ -398,9 +397,7 @@ autoscale(void)
 						max_deployments,
 						max_memory;
 
-			cat_xact_lock(DBORCH_LOCK_OWNER, owner);
-			cat_owner_usage(owner, &deployments, &used);
-			cat_owner_limits(owner, &max_deployments, &max_memory);
+			cat_lock_owner_quota(owner, &deployments, &used, &max_deployments, &max_memory);
 			if (used + extra > max_memory)
 			{
 				cat_autoscale_held(deployment_id, replicas, want, cat_value(r, i, "metric"),

@@ -10,11 +10,13 @@
  * no WAL it needs is recycled; their dborch.conf (engine_postgres.c) names
  * the current primary, so following another primary is a rewrite and a
  * reload.  A failed primary rejoins after pg_rewind (wal_log_hints is on),
- * or with a new base backup when pg_rewind cannot.  The primary of a
- * synchronous deployment has synchronous_standby_names 'ANY 1 (*)' while a
- * replica starts or runs: a commit returns once any one replica flushed it,
- * so the most advanced replica, the one a failover promotes, holds it.  Redis replicas use
+ * or with a new base backup when pg_rewind cannot.  Redis replicas use
  * replicaof with the primary's password; following is REPLICAOF.
+ *
+ * The primary of a synchronous deployment has synchronous_standby_names
+ * 'ANY 1 (*)' while a replica starts or runs: a commit returns once any one
+ * replica flushed it, so the most advanced replica, the one a failover
+ * promotes, holds it.
  */
 #include "postgres.h"
 
