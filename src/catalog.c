@@ -690,7 +690,7 @@ cat_reshaping_job(int64 deployment_id)
 {
 	CatResult  *r = cat_query("SELECT id FROM dborch.jobs WHERE deployment_id = $1::bigint"
 							  " AND kind IN ('scale', 'failover') AND (state = 'running'"
-							  "  OR (state = 'queued' AND (not_before <= pg_catalog.now() OR attempts > 0)))"
+							  "  OR (state = 'queued' AND (not_before <= pg_catalog.clock_timestamp() OR attempts > 0)))"
 							  " ORDER BY id LIMIT 1",
 							  1, cat_i64(deployment_id));
 

@@ -9,9 +9,13 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
+#include "utils/resowner.h"
+
 #include "dborch.h"
 #include "engine.h"
 #include "job.h"
+#include "replication.h"
 
 /* The down instance this job recovers, or NULL when there is nothing to do. */
 static Instance *
@@ -58,11 +62,45 @@ stage_finalize(JobContext *ctx)
 	dborch_wake_prober(true);
 }
 
+/*
+ * Recovery gave up: the deployment is failed.  A synchronous primary stops
+ * waiting for the replica given up on (if it has no other running one),
+ * so that its commits do not wait for good; an error there is logged, and
+ * the deployment is failed all the same.
+ */
 static void
 undo_recover(JobContext *ctx, const char *reason)
 {
+	Instance   *inst = cat_instance(cat_json_int64(ctx->args, "instance_id"));
+
 	cat_set_deployment_status(ctx->deployment_id, "failed", "down,degraded",
 							  psprintf("recovery failed: %s", reason));
+	if (inst != NULL && strcmp(inst->role, "replica") == 0)
+	{
+		MemoryContext mcxt = CurrentMemoryContext;
+		ResourceOwner owner = CurrentResourceOwner;
+
+		BeginInternalSubTransaction(NULL);
+		PG_TRY();
+		{
+			replica_reconfigure_primary(ctx->deployment_id);
+			ReleaseCurrentSubTransaction();
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(mcxt);
+			edata = CopyErrorData();
+			FlushErrorState();
+			RollbackAndReleaseCurrentSubTransaction();
+			ereport(LOG, (errmsg("dborch: the primary of deployment " INT64_FORMAT " was not reconfigured: %s",
+								 ctx->deployment_id, edata->message)));
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(mcxt);
+		CurrentResourceOwner = owner;
+	}
 }
 
 static const JobStage recover_stages[] = {
