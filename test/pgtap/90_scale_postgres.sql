@@ -105,7 +105,8 @@ SELECT is(:'out'::text, format('dborch_r%s:true:physical,dborch_r%s:true:physica
           'the primary has one active physical slot per replica, dborch_r<instance id>');
 \set out `PGCONNECT_TIMEOUT=5 psql :'w_uri' -XAtqc "SELECT count(*) FILTER (WHERE state = 'streaming') || '/' || count(*) FROM pg_stat_replication" 2>&1`
 SELECT is(:'out'::text, '2/2', 'pg_stat_replication on the primary: two replicas streaming');
-\set out `PGCONNECT_TIMEOUT=5 psql :'w_uri' -XAtq -c "SHOW synchronous_standby_names" -c "SELECT string_agg(sync_state, ',') FROM pg_stat_replication" 2>&1 | tr '\n' ' '`
+-- (the walsenders take up the reloaded setting a moment after the primary does)
+\set out `for i in $(seq 1 100); do r=$(PGCONNECT_TIMEOUT=5 psql :'w_uri' -XAtq -c "SHOW synchronous_standby_names" -c "SELECT string_agg(sync_state, ',' ORDER BY sync_state) FROM pg_stat_replication" 2>&1 | tr '\n' ' '); [ "$r" = 'ANY 1 (*) quorum,quorum ' ] && break; sleep 0.1; done; echo "$r"`
 SELECT is(:'out'::text, 'ANY 1 (*) quorum,quorum ', 'synchronous with replicas: a commit waits for any one of them (quorum)');
 \set out `PGCONNECT_TIMEOUT=5 psql :'w_uri' -XAtq -c "INSERT INTO tap_rows SELECT g, 'after' FROM generate_series(101, 200) g" -c 'SELECT count(*) FROM tap_rows' 2>&1`
 SELECT is(:'out'::text, '200', '100 more rows are written to the primary after scaling');

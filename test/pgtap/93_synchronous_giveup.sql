@@ -19,7 +19,8 @@ SELECT is((SELECT status FROM dborch.wait('tap_sync_pg', '120s')), 'ready', 'the
 SELECT id AS r_id, pid AS r_pid, data_directory AS r_dir FROM dborch.instances
  WHERE deployment_id = :dep_id AND role = 'replica' AND status = 'running' \gset
 SELECT dborch.connection_string('tap_sync_pg') AS w_uri \gset
-\set out `PGCONNECT_TIMEOUT=5 psql :'w_uri' -XAtq -c 'SHOW synchronous_standby_names' -c "SELECT string_agg(sync_state, ',') FROM pg_stat_replication" 2>&1 | tr '\n' ' '`
+-- (the walsender takes up the reloaded setting a moment after the primary does)
+\set out `for i in $(seq 1 100); do r=$(PGCONNECT_TIMEOUT=5 psql :'w_uri' -XAtq -c 'SHOW synchronous_standby_names' -c "SELECT string_agg(sync_state, ',') FROM pg_stat_replication" 2>&1 | tr '\n' ' '); [ "$r" = 'ANY 1 (*) quorum ' ] && break; sleep 0.1; done; echo "$r"`
 SELECT is(:'out'::text, 'ANY 1 (*) quorum ', 'the primary waits for its replica at commit');
 
 -- the replica cannot start again: a line PostgreSQL refuses in its configuration

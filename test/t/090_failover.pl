@@ -298,7 +298,8 @@ my %pw = deploy_with_replicas(
 
 	is((psql_try($w, 'SHOW synchronous_standby_names'))[1], 'ANY 1 (*)',
 		"$name: the primary of the synchronous deployment waits for any one replica");
-	is((psql_try($w, "SELECT string_agg(sync_state, ',') FROM pg_stat_replication"))[1], 'quorum,quorum',
+	# the walsenders take up the reloaded setting a moment after the primary does
+	ok(until_true(sub { (psql_try($w, "SELECT string_agg(sync_state, ',') FROM pg_stat_replication"))[1] eq 'quorum,quorum' }, 10),
 		"$name: both replicas are quorum standbys");
 
 	# Commits right up to the kill: a client inserts row after row, each its
