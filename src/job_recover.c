@@ -9,9 +9,6 @@
  */
 #include "postgres.h"
 
-#include "access/xact.h"
-#include "utils/resowner.h"
-
 #include "dborch.h"
 #include "engine.h"
 #include "job.h"
@@ -62,6 +59,13 @@ stage_finalize(JobContext *ctx)
 	dborch_wake_prober(true);
 }
 
+/* replica_reconfigure_primary() in the shape job_try() calls */
+static void
+reconfigure_primary(JobContext *ctx, int64 deployment_id)
+{
+	replica_reconfigure_primary(deployment_id);
+}
+
 /*
  * Recovery gave up: the deployment is failed.  A synchronous primary stops
  * waiting for the replica given up on (if it has no other running one),
@@ -72,35 +76,14 @@ static void
 undo_recover(JobContext *ctx, const char *reason)
 {
 	Instance   *inst = cat_instance(cat_json_int64(ctx->args, "instance_id"));
+	char	   *error;
 
 	cat_set_deployment_status(ctx->deployment_id, "failed", "down,degraded",
 							  psprintf("recovery failed: %s", reason));
-	if (inst != NULL && strcmp(inst->role, "replica") == 0)
-	{
-		MemoryContext mcxt = CurrentMemoryContext;
-		ResourceOwner owner = CurrentResourceOwner;
-
-		BeginInternalSubTransaction(NULL);
-		PG_TRY();
-		{
-			replica_reconfigure_primary(ctx->deployment_id);
-			ReleaseCurrentSubTransaction();
-		}
-		PG_CATCH();
-		{
-			ErrorData  *edata;
-
-			MemoryContextSwitchTo(mcxt);
-			edata = CopyErrorData();
-			FlushErrorState();
-			RollbackAndReleaseCurrentSubTransaction();
-			ereport(LOG, (errmsg("dborch: the primary of deployment " INT64_FORMAT " was not reconfigured: %s",
-								 ctx->deployment_id, edata->message)));
-		}
-		PG_END_TRY();
-		MemoryContextSwitchTo(mcxt);
-		CurrentResourceOwner = owner;
-	}
+	if (inst != NULL && strcmp(inst->role, "replica") == 0 &&
+		(error = job_try(reconfigure_primary, ctx, ctx->deployment_id)) != NULL)
+		ereport(LOG, (errmsg("dborch: the primary of deployment " INT64_FORMAT " was not reconfigured: %s",
+							 ctx->deployment_id, error)));
 }
 
 static const JobStage recover_stages[] = {

@@ -21,11 +21,8 @@
  */
 #include "postgres.h"
 
-#include "access/xact.h"
 #include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
-#include "utils/memutils.h"
-#include "utils/resowner.h"
 
 #include "dborch.h"
 #include "engine.h"
@@ -207,29 +204,11 @@ stage_measure(JobContext *ctx)
 	foreach(lc, cat_tenant_usage_deployments())
 	{
 		int64		deployment_id = *(int64 *) lfirst(lc);
-		MemoryContext mcxt = CurrentMemoryContext;
-		ResourceOwner owner = CurrentResourceOwner;
+		char	   *error = job_try(measure_deployment, ctx, deployment_id);
 
-		BeginInternalSubTransaction(NULL);
-		PG_TRY();
-		{
-			measure_deployment(ctx, deployment_id);
-			ReleaseCurrentSubTransaction();
-		}
-		PG_CATCH();
-		{
-			ErrorData  *edata;
-
-			MemoryContextSwitchTo(mcxt);
-			edata = CopyErrorData();
-			FlushErrorState();
-			RollbackAndReleaseCurrentSubTransaction();
+		if (error != NULL)
 			ereport(LOG, (errmsg("dborch: tenant usage of deployment " INT64_FORMAT " not measured: %s",
-								 deployment_id, edata->message)));
-		}
-		PG_END_TRY();
-		MemoryContextSwitchTo(mcxt);
-		CurrentResourceOwner = owner;
+								 deployment_id, error)));
 	}
 }
 

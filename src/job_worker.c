@@ -27,6 +27,7 @@
 #include "utils/backend_status.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 
 #include "backup.h"
 #include "catalog.h"
@@ -95,6 +96,35 @@ pause_if_asked(JobContext *ctx, const char *stage, bool after)
 		CHECK_FOR_INTERRUPTS();
 	}
 	pfree(want);
+}
+
+char *
+job_try(void (*fn) (JobContext *ctx, int64 id), JobContext *ctx, int64 id)
+{
+	MemoryContext mcxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	char	   *error = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		fn(ctx, id);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(mcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		error = edata->message;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(mcxt);
+	CurrentResourceOwner = owner;
+	return error;
 }
 
 void
