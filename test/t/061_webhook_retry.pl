@@ -53,8 +53,7 @@ is( sql($node, q{SELECT count(*) FROM dborch.alerts WHERE delivery = 'pending'
 # A receiver that accepts but never answers: attempts end at alert_timeout.
 set_guc($node, 'dborch.alert_timeout', '1s');
 my $silent = start_helper("silent-server-$hook_port",
-	[ $^X, "$DborchTest::TEST_BIN/silent-server", $hook_port ]);
-wait_tcp_port($hook_port, 20) or die "silent-server does not listen on $hook_port";
+	[ $^X, "$DborchTest::TEST_BIN/silent-server", $hook_port ], port => $hook_port);
 ok( wait_for(
 		$node, q{SELECT count(*) FROM dborch.alerts
 		          WHERE delivery = 'pending' AND attempts >= 3 AND last_error ILIKE '%timeout%'},

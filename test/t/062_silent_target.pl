@@ -43,8 +43,8 @@ my %fake;
 foreach my $engine (qw(postgres redis))
 {
 	my $port = free_tcp_port();
-	my $pid = start_helper("silent-server-$port", [ $^X, "$DborchTest::TEST_BIN/silent-server", $port ]);
-	wait_tcp_port($port, 20) or die "silent-server does not listen on $port";
+	my $pid = start_helper("silent-server-$port", [ $^X, "$DborchTest::TEST_BIN/silent-server", $port ],
+		port => $port);
 	$fake{$engine} = { port => $port, pid => $pid, name => "fake_$engine" };
 }
 

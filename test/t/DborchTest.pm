@@ -768,8 +768,12 @@ free_tcp_port(): a free TCP port on loopback for a helper process (a
 webhook receiver, an exporter, a fake server), reserved like the nodes'
 ports so parallel test files do not collide.
 
-start_helper($name, [argv], env => {...}): start a helper program in the
-background, its output in <log dir>/$name.log; its pid.  stop_helper($pid)
+start_helper($name, [argv], env => {...}, port => N): start a helper
+program in the background, its output in <log dir>/$name.log; its pid.
+With port, it returns once the helper listens on that port, and dies with
+the helper's log if it exits first or does not listen within 20 s (timeout
+=> seconds).  wait_tcp_port($port, $timeout): wait until something
+listens on that port; false at the deadline.  stop_helper($pid)
 stops it (SIGTERM, then SIGKILL after 10 s).  The END block kills the ones
 a test left running.
 
@@ -802,6 +806,22 @@ sub start_helper
 	}
 	$helpers{$pid} = $name;
 	note("started $name: pid $pid, log $log");
+	return $pid unless defined $o{port};
+
+	# Wait until it listens; if it exits or does not listen, die with its log.
+	my $deadline = time + ($o{timeout} // 20);
+	until (tcp_listening($o{port}))
+	{
+		my $gone = waitpid($pid, POSIX::WNOHANG()) == $pid;
+		if ($gone || time > $deadline)
+		{
+			delete $helpers{$pid} if $gone;
+			my $said = slurp_file($log);
+			die "$name " . ($gone ? "exited ($?)" : 'does not listen')
+			  . " on port $o{port}; its log:\n$said";
+		}
+		usleep(20_000);
+	}
 	return $pid;
 }
 
@@ -826,13 +846,31 @@ sub stop_helper
 	return;
 }
 
-# Wait until something listens on 127.0.0.1:$port (without connecting: a
-# connection would be a request to the helper); false at the deadline.
+# Is a TCP socket listening on $port?  Read from /proc/net/tcp and tcp6:
+# neither a connection (it would be a request to the helper) nor a trial
+# bind (a helper binding the port at that instant would fail).
+sub tcp_listening
+{
+	my ($port) = @_;
+	my $hex = sprintf('%04X', $port);
+	foreach my $table ('/proc/net/tcp', '/proc/net/tcp6')
+	{
+		open(my $fh, '<', $table) or next;
+		while (my $line = <$fh>)
+		{
+			my @f = split ' ', $line;
+			return 1 if @f > 3 && $f[1] =~ /:$hex$/ && $f[3] eq '0A';
+		}
+	}
+	return 0;
+}
+
+# Wait until something listens on $port; false at the deadline.
 sub wait_tcp_port
 {
 	my ($port, $timeout) = @_;
 	my $deadline = time + ($timeout // $TIMEOUT);
-	while (port_free($port))
+	until (tcp_listening($port))
 	{
 		return 0 if time > $deadline;
 		usleep(20_000);
@@ -853,10 +891,8 @@ with ALTER SYSTEM and a reload.
 sub start_webhook_receiver
 {
 	my ($port, $file) = @_;
-	my $pid = start_helper("webhook-receiver-$port",
-		[ $^X, "$TEST_BIN/webhook-receiver", $port, $file ]);
-	wait_tcp_port($port, 20) or die "the webhook receiver does not listen on $port";
-	return $pid;
+	return start_helper("webhook-receiver-$port",
+		[ $^X, "$TEST_BIN/webhook-receiver", $port, $file ], port => $port);
 }
 
 sub webhook_payloads
