@@ -249,11 +249,56 @@ revoke_definer_routines(const char *name)
 }
 
 /*
- * Read-only: the login role leaves the owner role and keeps SELECT, DELETE
- * and TRUNCATE (deleting brings usage down), and no one else may call the
- * SECURITY DEFINER routines of the schema; writable: the login role is
- * back in the owner role (which calls them as their owner).
- * Either way its sessions end, so the next ones start with the new rights.
+ * A statement that grants DELETE and TRUNCATE on the schema's tables to
+ * the read-only login role, except where deleting would write as the owner
+ * role: a table with a SECURITY DEFINER trigger or a rule (rule actions run
+ * with the table owner's rights), a table from which an ON DELETE CASCADE,
+ * SET NULL or SET DEFAULT foreign key reaches, at any depth, a table with
+ * any trigger or rule (referential actions run as the referencing table's
+ * owner, and so do the triggers they fire), and the parents of such tables
+ * (a delete on a parent reaches its partitions and children).  Views get
+ * SELECT only.
+ */
+static char *
+grant_safe_deletes(const char *name)
+{
+	return psprintf("DO $dborch$\n"
+					"DECLARE r regclass;\n"
+					"BEGIN\n"
+					"  FOR r IN\n"
+					"    WITH RECURSIVE\n"
+					"      fk AS (SELECT conrelid AS referencing, confrelid AS referenced"
+					"               FROM pg_catalog.pg_constraint"
+					"              WHERE contype = 'f' AND confdeltype IN ('c', 'n', 'd')),\n"
+					"      dirty AS (SELECT tgrelid AS rel FROM pg_catalog.pg_trigger WHERE NOT tgisinternal"
+					"                UNION SELECT ev_class FROM pg_catalog.pg_rewrite WHERE rulename <> '_RETURN'),\n"
+					"      reach(rel) AS (SELECT fk.referenced FROM fk JOIN dirty ON dirty.rel = fk.referencing"
+					"                     UNION SELECT fk.referenced FROM fk JOIN reach ON reach.rel = fk.referencing),\n"
+					"      unsafe(rel) AS (SELECT rel FROM reach"
+					"                      UNION SELECT t.tgrelid FROM pg_catalog.pg_trigger t"
+					"                              JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid"
+					"                             WHERE NOT t.tgisinternal AND p.prosecdef"
+					"                      UNION SELECT ev_class FROM pg_catalog.pg_rewrite WHERE rulename <> '_RETURN'"
+					"                      UNION SELECT i.inhparent FROM pg_catalog.pg_inherits i"
+					"                              JOIN unsafe ON unsafe.rel = i.inhrelid)\n"
+					"    SELECT c.oid FROM pg_catalog.pg_class c"
+					"     WHERE c.relnamespace = %s::regnamespace AND c.relkind IN ('r', 'p')"
+					"       AND c.oid NOT IN (SELECT rel FROM unsafe)\n"
+					"  LOOP\n"
+					"    EXECUTE pg_catalog.format('GRANT DELETE, TRUNCATE ON TABLE %%s TO %%I', r, %s);\n"
+					"  END LOOP;\n"
+					"END\n"
+					"$dborch$;\n",
+					quote_literal_cstr(quote_identifier(name)), quote_literal_cstr(name));
+}
+
+/*
+ * Read-only: the login role leaves the owner role and keeps SELECT, and
+ * DELETE and TRUNCATE where they cannot write as the owner (deleting brings
+ * usage down); no one else may call the SECURITY DEFINER routines of the
+ * schema.  Writable: the login role is back in the owner role (which calls
+ * them as their owner).  Either way its sessions end, so the next ones
+ * start with the new rights.
  */
 void
 tenant_pg_set_read_only(Instance *inst, const char *name, bool read_only)
@@ -267,12 +312,12 @@ tenant_pg_set_read_only(Instance *inst, const char *name, bool read_only)
 								  "REVOKE %s FROM %s;\n"
 								  "ALTER ROLE %s RESET role;\n"
 								  "GRANT USAGE ON SCHEMA %s TO %s;\n"
-								  "GRANT SELECT, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA %s TO %s;\n"
+								  "GRANT SELECT ON ALL TABLES IN SCHEMA %s TO %s;\n"
 								  "GRANT SELECT ON ALL SEQUENCES IN SCHEMA %s TO %s;\n"
-								  "%s"
+								  "%s%s"
 								  "COMMIT;",
 								  owner, login, login, login, login, login, login, login, login,
-								  revoke_definer_routines(name)));
+								  grant_safe_deletes(name), revoke_definer_routines(name)));
 	else
 		admin_exec(conn, psprintf("BEGIN;\n"
 								  "REVOKE ALL ON ALL TABLES IN SCHEMA %s FROM %s;\n"

@@ -5,7 +5,8 @@
 -- each); the storage quota turns acme read-only within
 -- dborch.tenant_usage_interval (INSERT and UPDATE refused, SELECT, DELETE
 -- and TRUNCATE allowed, its sessions ended, no way around it through a
--- SECURITY DEFINER function it made before, event tenant_over_quota, a
+-- SECURITY DEFINER function it made before, nor through a delete that a
+-- trigger, a rule or a cascade would turn into a write as the owner; event tenant_over_quota, a
 -- firing alert) and deleting back under it makes it writable again
 -- (tenant_within_quota, the alert resolved); the (N+1)th connection of a
 -- tenant with max_connections N is refused; dborch.tenants shows the usage;
@@ -24,7 +25,7 @@
 SET client_min_messages = warning;
 \ir helpers.psql
 
-SELECT plan(115);
+SELECT plan(123);
 
 -- Every tenant password seen in this file, for the leak checks at the end.
 CREATE TEMP TABLE passwords (pw text);
@@ -76,6 +77,12 @@ SELECT is(:'out'::text, 't|f|f|f|f|3 f "acme$owner" ',
 -- function (used later against its read-only state)
 \set out `PGCONNECT_TIMEOUT=5 psql :'a_uri' -XAtq -v ON_ERROR_STOP=1 -c 'CREATE TABLE big (id bigserial PRIMARY KEY, v text)' -c "INSERT INTO big (v) SELECT 'acme ' || g FROM generate_series(1, 10) g" -c "CREATE FUNCTION grow(n int) RETURNS bigint SECURITY DEFINER LANGUAGE sql AS 'INSERT INTO acme.big (v) SELECT repeat(''g'', 500) FROM generate_series(1, n); SELECT count(*) FROM acme.big'" -c 'SELECT count(*) FROM acme.big' 2>&1`
 SELECT is(:'out'::text, '10', 'acme creates a table, a function and rows in its schema and reads them');
+-- tables a delete could write through as acme$owner while acme is read-only:
+-- trap (SECURITY DEFINER trigger), ruled (a rule), parent (ON DELETE
+-- CASCADE into child, whose plain trigger runs as the owner during the
+-- cascade); all of them write into acme.kept
+\set out `PGCONNECT_TIMEOUT=5 psql :'a_uri' -XAtq -v ON_ERROR_STOP=1 -c 'CREATE TABLE kept (v text)' -c "CREATE FUNCTION keep() RETURNS trigger SECURITY DEFINER LANGUAGE plpgsql AS 'BEGIN INSERT INTO acme.kept VALUES (TG_TABLE_NAME); RETURN OLD; END'" -c "CREATE FUNCTION keep_plain() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN INSERT INTO acme.kept VALUES (TG_TABLE_NAME); RETURN OLD; END'" -c 'CREATE TABLE trap (i int)' -c 'CREATE TRIGGER keep BEFORE DELETE ON trap FOR EACH ROW EXECUTE FUNCTION keep()' -c 'CREATE TABLE ruled (i int)' -c "CREATE RULE keep AS ON DELETE TO ruled DO ALSO INSERT INTO acme.kept VALUES ('ruled')" -c 'CREATE TABLE parent (i int PRIMARY KEY)' -c 'CREATE TABLE child (i int REFERENCES parent ON DELETE CASCADE)' -c 'CREATE TRIGGER keep BEFORE DELETE ON child FOR EACH ROW EXECUTE FUNCTION keep_plain()' -c 'INSERT INTO trap VALUES (1)' -c 'INSERT INTO ruled VALUES (1)' -c 'INSERT INTO parent VALUES (1)' -c 'INSERT INTO child VALUES (1)' -c 'SELECT (SELECT count(*) FROM trap) + (SELECT count(*) FROM ruled) + (SELECT count(*) FROM parent) + (SELECT count(*) FROM child) + (SELECT count(*) FROM kept)' 2>&1`
+SELECT is(:'out'::text, '4', 'acme creates a table with a SECURITY DEFINER delete trigger, one with a rule, one cascading into a table with a trigger');
 \set out `PGCONNECT_TIMEOUT=5 psql :'b_uri' -XAtq -v ON_ERROR_STOP=1 -c 'CREATE TABLE secrets (id int PRIMARY KEY, v text)' -c "INSERT INTO secrets VALUES (1, 'bolt only')" -c 'SELECT v FROM bolt.secrets' 2>&1`
 SELECT is(:'out'::text, 'bolt only', 'bolt creates a table in its schema and reads it');
 
@@ -193,6 +200,18 @@ SELECT matches(:'out'::text, 'permission denied for table big', 'read-only acme 
 SELECT matches(:'out'::text, 'permission denied for schema acme', 'read-only acme cannot CREATE TABLE');
 \set out `PGCONNECT_TIMEOUT=5 psql :'a_uri' -XAtq -c 'SELECT grow(1000)' 2>&1`
 SELECT matches(:'out'::text, 'permission denied', 'read-only acme cannot write through a SECURITY DEFINER function it made before');
+\set out `PGCONNECT_TIMEOUT=5 psql :'a_uri' -XAtq -c 'DELETE FROM trap' 2>&1`
+SELECT matches(:'out'::text, 'permission denied for table trap', 'read-only acme cannot DELETE where a SECURITY DEFINER trigger would write');
+\set out `PGCONNECT_TIMEOUT=5 psql :'a_uri' -XAtq -c 'TRUNCATE trap' 2>&1`
+SELECT matches(:'out'::text, 'permission denied for table trap', 'nor TRUNCATE it');
+\set out `PGCONNECT_TIMEOUT=5 psql :'a_uri' -XAtq -c 'DELETE FROM ruled' 2>&1`
+SELECT matches(:'out'::text, 'permission denied for table ruled', 'read-only acme cannot DELETE where a rule would write');
+\set out `PGCONNECT_TIMEOUT=5 psql :'a_uri' -XAtq -c 'DELETE FROM parent' 2>&1`
+SELECT matches(:'out'::text, 'permission denied for table parent', 'read-only acme cannot DELETE where a cascade reaches a table with a trigger');
+\set out `PGCONNECT_TIMEOUT=5 psql :'a_uri' -XAtq -c 'DELETE FROM child' 2>&1`
+SELECT matches(:'out'::text, 'permission denied for table kept', 'a plain trigger of a direct DELETE runs as acme: its write is refused');
+\set out `PGCONNECT_TIMEOUT=5 psql :'a_uri' -XAtq -c 'SELECT concat((SELECT count(*) FROM trap), (SELECT count(*) FROM ruled), (SELECT count(*) FROM parent), (SELECT count(*) FROM child), (SELECT count(*) FROM kept))' 2>&1`
+SELECT is(:'out'::text, '11110', 'nothing was deleted from those tables, nothing written into kept');
 \set out `PGCONNECT_TIMEOUT=5 psql :'b_uri' -XAtq -c "INSERT INTO secrets VALUES (2, 'still writable')" 2>&1`
 SELECT is(:'out'::text, '', 'bolt is not affected: it still writes');
 \set out `PGCONNECT_TIMEOUT=5 psql :'a_uri' -XAtq -c 'DELETE FROM big WHERE id <= 10' 2>&1`
@@ -216,6 +235,8 @@ SELECT ok((SELECT (usage ->> 'storage_bytes')::bigint < 2097152 FROM dborch.tena
           'dborch.tenants shows acme''s storage back under 2MB');
 \set out `PGCONNECT_TIMEOUT=5 psql :'a_uri' -XAtq -c "INSERT INTO big (v) VALUES ('writable again') RETURNING v" -c 'SELECT current_user' 2>&1 | tr '\n' ' '`
 SELECT is(:'out'::text, 'writable again acme$owner ', 'acme inserts again, as acme$owner');
+\set out `PGCONNECT_TIMEOUT=5 psql :'a_uri' -XAtq -c 'DELETE FROM trap' -c 'DELETE FROM ruled' -c 'DELETE FROM parent' -c "SELECT string_agg(v, ',' ORDER BY v) FROM kept" 2>&1`
+SELECT is(:'out'::text, 'child,ruled,trap', 'writable, the same deletes run and their trigger, rule and cascade write');
 
 ------------------------------------------------------------------------------
 -- drop_tenant removes the roles, the schema and the data

@@ -192,7 +192,7 @@ is(job_end($good_job), 'succeeded', 'a first full backup succeeded');
 	my $state = '';
 	while (time < $deadline)
 	{
-		my ($rc, $out) = $node->psql('postgres', "SELECT state FROM dborch.jobs WHERE id = $job");
+		my ($rc, $out) = try_psql($node, "SELECT state FROM dborch.jobs WHERE id = $job");
 		$state = $out if $rc == 0;
 		last if $state eq 'succeeded' || $state eq 'failed'
 		  || !grep { my $p = $_; grep { $_ == $p } pgbackrest_pids('--stanza=bk_pg', 'backup:local') } @locals;

@@ -36,7 +36,7 @@ use Test::More;
 use Time::HiRes qw(time usleep);
 
 our @EXPORT = qw(
-  new_control_plane sql sql_retry wait_for wait_value
+  new_control_plane sql try_psql sql_retry wait_for wait_value
   set_guc reset_guc set_pause clear_pause
   deploy wait_paused wait_settled destroy_and_wait
   deployment_status instance_of instances_of live_instances
@@ -110,6 +110,16 @@ EOF
 	return $node;
 }
 
+# Run SQL once: ($rc, $stdout, $stderr).  A psql that exits before it has
+# read its input (the server is in a crash restart) makes IPC::Run die with
+# a broken pipe; that is a failed attempt here, not the end of the test.
+sub try_psql
+{
+	my ($node, $query, %o) = @_;
+	my @r = eval { $node->psql('postgres', $query, timeout => $TIMEOUT, %o) };
+	return @r ? @r : (1, '', "psql: $@");
+}
+
 # Run SQL; dies on error.
 sub sql
 {
@@ -126,7 +136,7 @@ sub sql_retry
 	for (;;)
 	{
 		my ($rc, $out, $err) =
-		  $node->psql('postgres', $query, timeout => $TIMEOUT);
+		  try_psql($node, $query);
 		return $out if $rc == 0;
 		die "gave up running \"$query\": $err" if time > $deadline;
 		usleep(100_000);
@@ -144,7 +154,7 @@ sub wait_for
 	{
 		my $rc;
 		($rc, $out, $err) =
-		  $node->psql('postgres', $query, timeout => $TIMEOUT);
+		  try_psql($node, $query);
 		return 1 if $rc == 0 && $out eq $expected;
 		last if time > $deadline;
 		usleep(100_000);
@@ -164,7 +174,7 @@ sub wait_value
 	{
 		my $rc;
 		($rc, $out, $err) =
-		  $node->psql('postgres', $query, timeout => $TIMEOUT);
+		  try_psql($node, $query);
 		return $out if $rc == 0 && $out ne '';
 		last if time > $deadline;
 		usleep(100_000);
