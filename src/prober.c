@@ -15,7 +15,9 @@
  * interval), so a dead server is marked down in a few hundred ms, while a
  * server that stops answering is down after failure_threshold deadlines.
  * A lost connection (the server died: the socket reads EOF) counts as a
- * failure at once, without waiting for the next probe.
+ * failure at once, without waiting for the next probe.  A probe that is
+ * late on an open connection is a miss, but its connection is kept for the
+ * late answer until the instance is down (probe_late).
  *
  * Failures are classified as PQping does: an authentication error means the
  * server is up; "starting up" / "shutting down" (57P03, Redis LOADING) mean
@@ -252,6 +254,13 @@ probe_succeeded(Target *t, Sample *s)
 	t->failures = 0;
 	t->phase = PHASE_IDLE;
 	t->next_at = t->started_at + dborch_probe_interval_ms;
+	/*
+	 * A late answer (probe_late): the next probe waits a whole period, so
+	 * the busy server has room and this sample is the one the next flush
+	 * writes.
+	 */
+	if (dborch_now_ms() - t->started_at >= dborch_probe_timeout_ms)
+		t->next_at = dborch_now_ms() + dborch_probe_interval_ms;
 	if (t->down || t->catalog_down)
 	{
 		t->down = false;
@@ -303,25 +312,51 @@ probe_login_refused(Target *t, const char *error)
 	t->next_at = dborch_now_ms() + dborch_probe_interval_ms;
 }
 
-/* A missed probe; after failure_threshold of them the instance is down. */
+/* Count a missed probe; after failure_threshold of them the instance is down. */
 static void
-probe_failed(Target *t, const char *error)
+count_miss(Target *t, const char *error)
 {
-	int64		delay;
-
 	record_error_sample(t, false, error);
 	t->failures++;
-	target_close(t);
-
-	delay = (int64) RETRY_MIN_MS << Min(t->failures - 1, 10);
-	t->next_at = dborch_now_ms() + Min(delay, dborch_probe_interval_ms);
-
 	if (!t->down && t->failures >= dborch_failure_threshold)
 	{
 		t->down = true;
 		if (!t->catalog_down)
 			queue_transition(t, true);
 	}
+}
+
+/* A missed probe that ends the connection; the next attempt after a backoff. */
+static void
+probe_failed(Target *t, const char *error)
+{
+	int64		delay;
+
+	count_miss(t, error);
+	target_close(t);
+	delay = (int64) RETRY_MIN_MS << Min(t->failures - 1, 10);
+	t->next_at = dborch_now_ms() + Min(delay, dborch_probe_interval_ms);
+}
+
+/*
+ * A probe sent on an open connection got no answer by its deadline: a miss,
+ * and another one at each further probe_timeout, but the connection stays,
+ * for a busy server answers late (the answer is then a good probe, its
+ * latency the whole wait) and a new connection would only add to its load.
+ * The miss that makes the instance down gives the connection up.
+ */
+static void
+probe_late(Target *t)
+{
+	const char *error = psprintf("no answer within %d ms", dborch_probe_timeout_ms);
+
+	if (t->failures + 1 >= dborch_failure_threshold)
+	{
+		probe_failed(t, error);
+		return;
+	}
+	count_miss(t, error);
+	t->deadline += dborch_probe_timeout_ms;
 }
 
 /* libpq connection errors the way PQping reads them. */
@@ -1012,8 +1047,10 @@ run_timers(void)
 
 		if (t->close_pending)
 			target_close(t);
-		if ((t->phase == PHASE_CONNECTING || t->phase == PHASE_PROBING) && now >= t->deadline)
+		if (t->phase == PHASE_CONNECTING && now >= t->deadline)
 			probe_failed(t, psprintf("no answer within %d ms", dborch_probe_timeout_ms));
+		else if (t->phase == PHASE_PROBING && now >= t->deadline)
+			probe_late(t);
 		if (t->phase == PHASE_DISCONNECTED && now >= t->next_at)
 			target_connect(t);
 		else if (t->phase == PHASE_IDLE && now >= t->next_at)
