@@ -121,8 +121,10 @@ is_transitional(const char *status)
 
 /*
  * dborch.wait(name, timeout): block until the deployment leaves pending,
- * provisioning, stopping, starting, restoring and destroying, and no scale
- * or failover job of it runs or is due.  Errors if it failed or on timeout.
+ * provisioning, stopping, starting, restoring and destroying, no scale or
+ * failover job of it runs or is due, and the prober has seen each of its
+ * running replicas answer (reads are routed to them from then on).  Errors
+ * if it failed or on timeout.
  */
 Datum
 dborch_wait(PG_FUNCTION_ARGS)
@@ -133,6 +135,7 @@ dborch_wait(PG_FUNCTION_ARGS)
 	ApiCaller	caller;
 	Deployment *d;
 	int64		job = 0;
+	int64		replica = 0;
 	Datum		row;
 
 	if (PG_ARGISNULL(1))
@@ -154,7 +157,8 @@ dborch_wait(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("deployment \"%s\" failed", name),
 					 errdetail("%s", d->last_error ? d->last_error : "no error recorded")));
-		if (!is_transitional(d->status) && (job = cat_reshaping_job(d->id)) == 0)
+		if (!is_transitional(d->status) && (job = cat_reshaping_job(d->id)) == 0 &&
+			(replica = cat_unprobed_replica(d->id)) == 0)
 			break;
 		if (!api_wait_sleep(deadline))
 			ereport(ERROR,
@@ -162,7 +166,9 @@ dborch_wait(PG_FUNCTION_ARGS)
 					 errmsg("timed out after " INT64_FORMAT " ms waiting for deployment \"%s\"",
 							timeout_ms, name),
 					 is_transitional(d->status) ? errdetail("It is still %s.", d->status)
-					 : errdetail("Its job " INT64_FORMAT " is not finished.", job),
+					 : job != 0 ? errdetail("Its job " INT64_FORMAT " is not finished.", job)
+					 : errdetail("The prober has not yet seen its replica (instance " INT64_FORMAT ") answer.",
+								 replica),
 					 errhint("Its progress is in dborch.jobs and dborch.events.")));
 	}
 	api_wait_end();

@@ -140,7 +140,7 @@ dborch_scale(PG_FUNCTION_ARGS)
 				 errmsg("cannot scale deployment \"%s\" while it is %s", name, d->status)));
 	if (memory_text != NULL)
 	{
-		memory = spec_parse_size("memory", memory_text);
+		memory = spec_parse_size("argument", "memory", memory_text);
 		if (memory < engine_get(d->engine)->min_memory)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

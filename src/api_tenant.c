@@ -72,7 +72,7 @@ size_text(const char *key, JsonbValue *v)
 	if (v->type != jbvString)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						errmsg("quota \"%s\" must be a size like \"50MB\"", key)));
-	bytes = spec_parse_size(key, pnstrdup(v->val.string.val, v->val.string.len));
+	bytes = spec_parse_size("quota", key, pnstrdup(v->val.string.val, v->val.string.len));
 	if (bytes < 1024)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						errmsg("quota \"%s\" must be at least 1kB", key)));

@@ -697,6 +697,24 @@ cat_reshaping_job(int64 deployment_id)
 	return r->nrows ? cat_int64(r, 0, "id") : 0;
 }
 
+/*
+ * The id of a running replica of a deployment that the prober has not yet
+ * seen up, or 0: dborch.wait() waits for it too, so that reads are routed
+ * to a replica as soon as wait() returns.
+ */
+int64
+cat_unprobed_replica(int64 deployment_id)
+{
+	CatResult  *r = cat_query("SELECT i.id FROM dborch.instances i"
+							  " WHERE i.deployment_id = $1::bigint AND i.role = 'replica'"
+							  "   AND i.status = 'running' AND NOT EXISTS"
+							  "   (SELECT 1 FROM dborch.probes p WHERE p.instance_id = i.id AND p.up)"
+							  " ORDER BY i.id LIMIT 1",
+							  1, cat_i64(deployment_id));
+
+	return r->nrows ? cat_int64(r, 0, "id") : 0;
+}
+
 /* The id of a queued or running job of this kind without a deployment, or 0. */
 int64
 cat_unfinished_kind(const char *kind)
@@ -1898,9 +1916,9 @@ tenant_from(CatResult *r, int row)
 	t->quota = cat_str(r, row, "quota");
 	t->password = cat_str(r, row, "password");
 	t->max_connections = (v = cat_value(r, row, "max_connections")) ? strtoi64(v, NULL, 10) : -1;
-	t->storage_bytes = (v = cat_value(r, row, "storage")) ? spec_parse_size("storage", v) : -1;
+	t->storage_bytes = (v = cat_value(r, row, "storage")) ? spec_parse_size("quota", "storage", v) : -1;
 	t->max_keys = (v = cat_value(r, row, "max_keys")) ? strtoi64(v, NULL, 10) : -1;
-	t->memory_bytes = (v = cat_value(r, row, "memory")) ? spec_parse_size("memory", v) : -1;
+	t->memory_bytes = (v = cat_value(r, row, "memory")) ? spec_parse_size("quota", "memory", v) : -1;
 	return t;
 }
 

@@ -139,6 +139,7 @@ extern Datum cat_job_row(int64 id);
 extern int64 cat_unfinished_job(int64 deployment_id, const char *kind);
 extern int64 cat_job_reading_backups(int64 deployment_id);
 extern int64 cat_reshaping_job(int64 deployment_id);
+extern int64 cat_unprobed_replica(int64 deployment_id);
 extern int64 cat_unfinished_kind(const char *kind);
 extern void cat_cancel_unfinished_jobs(int64 deployment_id);
 extern bool cat_cancel_job(int64 id);

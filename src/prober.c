@@ -128,6 +128,7 @@ typedef struct Target
 	bool		down;			/* as the prober judges it */
 	char	   *last_error;
 	bool		have_sample;
+	bool		ever_up;		/* a good probe since the target was added */
 	Sample		sample;
 	bool		latest_up;		/* the latest probe succeeded */
 	double		latency_avg;	/* moving average of probe latency, -1 before the first */
@@ -254,6 +255,12 @@ probe_succeeded(Target *t, Sample *s)
 	t->failures = 0;
 	t->phase = PHASE_IDLE;
 	t->next_at = t->started_at + dborch_probe_interval_ms;
+	/* a new instance's first good probe is written (and routed to) now */
+	if (!t->ever_up)
+	{
+		t->ever_up = true;
+		next_flush_at = 0;
+	}
 	/*
 	 * A late answer (probe_late): the next probe waits a whole period, so
 	 * the busy server has room and this sample is the one the next flush
@@ -1026,6 +1033,8 @@ flush(void)
 	PG_END_TRY();
 	transitions = NIL;
 	list_free_deep(todo);
+	/* dborch.wait() waits for the first probe of a new replica */
+	dborch_broadcast_state_change();
 }
 
 /* ---------------------------------------------------------------------

@@ -32,14 +32,22 @@
 #define MIN_CONNECTIONS		10
 #define MAX_CONNECTIONS		10000
 
+/* kind: "option" (of a deployment), "argument" (of a function) or "quota" (of a tenant) */
 static void
-option_error(const char *option, const char *value, const char *detail, const char *hint)
+value_error(const char *kind, const char *name, const char *value, const char *detail,
+			const char *hint)
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("invalid value for option \"%s\": %s", option, value),
+			 errmsg("invalid value for %s \"%s\": %s", kind, name, value),
 			 detail ? errdetail("%s", detail) : 0,
 			 hint ? errhint("%s", hint) : 0));
+}
+
+static void
+option_error(const char *option, const char *value, const char *detail, const char *hint)
+{
+	value_error("option", option, value, detail, hint);
 }
 
 /* The text of a string or number option; other JSON types are refused. */
@@ -72,10 +80,10 @@ option_int(const char *option, JsonbValue *v, int low, int high)
 
 /*
  * "128MB", "1 GB", "512kB" (unit case-insensitive) to bytes; errors name
- * the option.
+ * the option, argument or quota (kind "option", "argument" or "quota").
  */
 int64
-spec_parse_size(const char *option, const char *text)
+spec_parse_size(const char *kind, const char *name, const char *text)
 {
 	static const struct
 	{
@@ -96,12 +104,12 @@ spec_parse_size(const char *option, const char *text)
 	while (isspace((unsigned char) *p))
 		p++;
 	if (!isdigit((unsigned char) *p))
-		option_error(option, quote_literal_cstr(text), "A memory size is a whole number with a unit.",
+		value_error(kind, name, quote_literal_cstr(text), "A size is a whole number with a unit.",
 					 "Write it like \"128MB\" or \"1GB\".");
 	errno = 0;
 	n = strtoull(p, &end, 10);
 	if (errno == ERANGE)
-		option_error(option, quote_literal_cstr(text), "The number is too large.", NULL);
+		value_error(kind, name, quote_literal_cstr(text), "The number is too large.", NULL);
 	while (isspace((unsigned char) *end))
 		end++;
 	unit = end;
@@ -110,7 +118,7 @@ spec_parse_size(const char *option, const char *text)
 	while (isspace((unsigned char) *end))
 		end++;
 	if (*end != '\0')
-		option_error(option, quote_literal_cstr(text), "Unexpected text after the unit.", NULL);
+		value_error(kind, name, quote_literal_cstr(text), "Unexpected text after the unit.", NULL);
 	for (i = 0; i < lengthof(units); i++)
 	{
 		size_t		len = strlen(units[i].unit);
@@ -119,11 +127,11 @@ spec_parse_size(const char *option, const char *text)
 			(unit[len] == '\0' || isspace((unsigned char) unit[len])))
 		{
 			if (n > (uint64) (PG_INT64_MAX / units[i].bytes))
-				option_error(option, quote_literal_cstr(text), "The size is too large.", NULL);
+				value_error(kind, name, quote_literal_cstr(text), "The size is too large.", NULL);
 			return (int64) n * units[i].bytes;
 		}
 	}
-	option_error(option, quote_literal_cstr(text), "A memory size needs a unit: kB, MB, GB or TB.",
+	value_error(kind, name, quote_literal_cstr(text), "A size needs a unit: kB, MB, GB or TB.",
 				 "Write it like \"128MB\" or \"1GB\".");
 	return 0;					/* keep compiler quiet */
 }
@@ -257,7 +265,7 @@ spec_parse(const EngineOps *engine, Jsonb *options, DeploySpec *spec)
 			else if (strcmp(key, "memory") == 0)
 			{
 				memory_text = option_text(key, &v, false);
-				spec->memory_bytes = spec_parse_size("memory", memory_text);
+				spec->memory_bytes = spec_parse_size("option", "memory", memory_text);
 			}
 			else if (strcmp(key, "environment") == 0)
 			{

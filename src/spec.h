@@ -30,8 +30,8 @@ typedef struct DeploySpec
  */
 extern void spec_parse(const EngineOps *engine, Jsonb *options, DeploySpec *spec);
 
-/* A size with a unit ("50MB") in bytes, and back; errors name the option. */
-extern int64 spec_parse_size(const char *option, const char *text);
+/* A size with a unit ("50MB") in bytes, and back; errors name the option, argument or quota. */
+extern int64 spec_parse_size(const char *kind, const char *name, const char *text);
 extern char *spec_format_size(int64 bytes);
 
 /* Milliseconds of a non-negative interval argument (22023 otherwise). */

@@ -21,7 +21,7 @@
 SET client_min_messages = warning;
 \ir helpers.psql
 
-SELECT plan(81);
+SELECT plan(83);
 
 ------------------------------------------------------------------------------
 -- a deployment without replicas
@@ -43,7 +43,7 @@ SELECT is(pg_temp.tap_error($$SELECT dborch.scale('tap_scale_pg', replicas => -1
 SELECT is(pg_temp.tap_error($$SELECT dborch.scale('tap_scale_pg', replicas => 11)$$),
           '22023: replicas must be between 0 and 10', 'scale() with more than 10 replicas is refused (22023)');
 SELECT is(pg_temp.tap_error($$SELECT dborch.scale('tap_scale_pg', memory => 'lots')$$),
-          '22023: invalid value for option "memory": ''lots''', 'scale() with a memory that is no size is refused (22023)');
+          '22023: invalid value for argument "memory": ''lots''', 'scale() with a memory that is no size is refused (22023)');
 SELECT is(pg_temp.tap_error($$SELECT dborch.scale('tap_scale_pg', memory => '1MB')$$),
           '22023: a postgres deployment needs at least 16MB of memory', 'scale() below the minimum memory is refused (22023)');
 SELECT matches(pg_temp.tap_error($$SELECT dborch.scale('tap_scale_pg', memory => '100GB')$$),
@@ -80,6 +80,10 @@ SELECT is((SELECT status FROM dborch.scale('tap_scale_pg', replicas => 2)), 'rea
 SELECT id AS scale_job FROM dborch.jobs WHERE deployment_id = :dep_id AND kind = 'scale' ORDER BY id DESC LIMIT 1 \gset
 SELECT is((SELECT status FROM dborch.wait('tap_scale_pg', '180s')), 'ready', 'wait() returns the deployment ready');
 SELECT is((SELECT state FROM dborch.jobs WHERE id = :scale_job), 'succeeded', 'once wait() returns, the scale job has succeeded');
+SELECT is((SELECT count(*) FROM dborch.endpoints WHERE deployment = 'tap_scale_pg' AND role = 'replica' AND healthy), 2::bigint,
+          'once wait() returns, dborch.endpoints shows both replicas healthy');
+SELECT isnt(pg_temp.tap_port(dborch.connection_string('tap_scale_pg', intent => 'read')), :p_port,
+            'once wait() returns, a read connection string names a replica');
 
 SELECT is((SELECT string_agg(role || '/' || status, ',' ORDER BY id) FROM dborch.instances
             WHERE deployment_id = :dep_id AND status <> 'destroyed'),
