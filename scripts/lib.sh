@@ -113,7 +113,7 @@ managed_pids() {
 	local dir="$1" f pid
 	for f in "$dir"/managed/instances/*/data/postmaster.pid "$dir"/managed/instances/*/redis.pid; do
 		[ -f "$f" ] || continue
-		pid=$(head -1 "$f")
+		pid=$(head -1 "$f" 2>/dev/null) || continue	# gone meanwhile: the server exited
 		[ -n "$pid" ] && [ -d "/proc/$pid" ] && echo "$pid"
 	done
 	return 0

@@ -68,6 +68,9 @@
 /* Shortest wait after a failure; it doubles up to dborch.probe_interval. */
 #define RETRY_MIN_MS 100
 
+/* Longest wait before a new instance's first good probe is written. */
+#define FIRST_FLUSH_MS 20
+
 typedef enum ProbePhase
 {
 	PHASE_DISCONNECTED,			/* no connection; next_at is the next attempt */
@@ -255,11 +258,15 @@ probe_succeeded(Target *t, Sample *s)
 	t->failures = 0;
 	t->phase = PHASE_IDLE;
 	t->next_at = t->started_at + dborch_probe_interval_ms;
-	/* a new instance's first good probe is written (and routed to) now */
+	/*
+	 * A new instance's first good probe is written (and routed to) within
+	 * FIRST_FLUSH_MS, not at the next period; the first probes of many
+	 * (after a restart of the prober) share flushes.
+	 */
 	if (!t->ever_up)
 	{
 		t->ever_up = true;
-		next_flush_at = 0;
+		next_flush_at = Min(next_flush_at, dborch_now_ms() + FIRST_FLUSH_MS);
 	}
 	/*
 	 * A late answer (probe_late): the next probe waits a whole period, so
