@@ -150,34 +150,31 @@ enter_stage(const JobKind *kind, JobContext *ctx, int i)
 	return true;
 }
 
-/* Run the undo of a job and record its final state; never throws. */
+/* The undo that run_undo() runs, and why (job_try() passes only an id). */
+static const JobKind *undo_kind;
+static const char *undo_reason;
+
+static void
+run_undo(JobContext *ctx, int64 unused)
+{
+	undo_kind->undo(ctx, undo_reason);
+}
+
+/*
+ * Run the undo of a job and record its final state, in one transaction: a
+ * worker that dies on the way leaves neither, and the job is run again.  An
+ * error of the undo rolls back only what the undo wrote, and is recorded.
+ */
 static void
 finish_unsuccessfully(const JobKind *kind, JobContext *ctx, const char *state,
 					  const char *reason)
 {
-	MemoryContext mcxt = CurrentMemoryContext;
-	char	   *undo_error = NULL;
-
-	PG_TRY();
-	{
-		cat_begin();
-		kind->undo(ctx, reason);
-		cat_commit();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(mcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		MemoryContextSwitchTo(mcxt);
-		undo_error = edata->message;
-	}
-	PG_END_TRY();
+	char	   *undo_error;
 
 	cat_begin();
+	undo_kind = kind;
+	undo_reason = reason;
+	undo_error = job_try(run_undo, ctx, 0);
 	cat_job_finish(ctx->job_id, state,
 				   undo_error ? psprintf("%s; cleanup failed: %s", reason, undo_error) : reason);
 	cat_event(DBORCH_ACTOR, ctx->deployment_id, ctx->job_id, state,

@@ -31,7 +31,6 @@ SELECT pg_reload_conf() \g /dev/null
 SELECT pg_sleep(0.3) \g /dev/null
 \set out `kill -9 :r_pid 2>&1 && echo killed`
 SELECT is(:'out'::text, 'killed', 'the replica''s postmaster is killed (kill -9)');
--- (the job is finished in the transaction after the one of its undo, which fails the deployment)
 SELECT ok(pg_temp.tap_until(format($$SELECT status = 'failed' FROM dborch.deployments WHERE id = %s$$, :dep_id), '60s'),
           'recovery gives up after one attempt: the deployment is failed');
 SELECT ok(pg_temp.tap_until(format($$SELECT count(*) = 1 AND bool_and(state = 'failed') FROM dborch.jobs
