@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 
+#include "lib/stringinfo.h"
 #include "libpq-fe.h"
 #include "utils/builtins.h"
 #include "miscadmin.h"
@@ -152,6 +153,37 @@ stage_credentials(JobContext *ctx)
 }
 
 /*
+ * PostgreSQL: no tenant role of the restored data logs in with the
+ * password of the backup's time (tenant_pg_lock_out); the tenants job gives
+ * the deployment's live tenants their login back.  The roles of tenants
+ * that are not live here (dropped or moved away since the backup) stay
+ * locked out, with an event naming them; their schemas are kept.
+ */
+static void
+lock_out_tenants(JobContext *ctx, Instance *inst)
+{
+	StringInfoData names;
+	int			n = 0;
+	ListCell   *lc;
+
+	if (strcmp(inst->engine, "postgres") != 0)
+		return;
+	initStringInfo(&names);
+	foreach(lc, tenant_pg_lock_out(inst))
+	{
+		/* names of tenants: lower-case letters, digits and underscores */
+		if (cat_live_tenant(ctx->deployment_id, lfirst(lc)) == NULL)
+			appendStringInfo(&names, "%s\"%s\"", n++ ? ", " : "", (char *) lfirst(lc));
+	}
+	if (n > 0)
+		cat_event(DBORCH_ACTOR, ctx->deployment_id, ctx->job_id, "tenants_locked_out",
+				  psprintf("%d tenant roles of the backup are no tenants of this deployment and cannot log in:"
+						   " %s; their schemas are kept, create_tenant() of the same name takes one back",
+						   n, names.data),
+				  psprintf("{\"tenants\": [%s]}", names.data));
+}
+
+/*
  * The source's tenants come along: a row each on the new deployment (same
  * name, quota and key prefix, a password of its own, as the deployment has)
  * and a tenants job that applies them once this job is done.  Roles,
@@ -177,6 +209,7 @@ stage_tenants(JobContext *ctx)
 		(void) cat_insert_tenant(target, t->name, t->quota);
 		carried++;
 	}
+	lock_out_tenants(ctx, load_instance(ctx));
 	if (carried > 0)
 		cat_event(DBORCH_ACTOR, target->id, ctx->job_id, "tenants_restored",
 				  psprintf("%d tenants of \"%s\" carried over, with passwords of their own", carried,
@@ -223,13 +256,14 @@ stage_stop(JobContext *ctx)
 /*
  * The deployment's tenants are applied again by a tenants job: the
  * restored data has the roles (or, for Redis, the keys) of the backup's
- * time, and a tenant made since must get its role back.
+ * time, locked out here, and a tenant made since must get its role back.
  */
 static void
 stage_in_place_finalize(JobContext *ctx)
 {
 	Instance   *inst = load_instance(ctx);
 
+	lock_out_tenants(ctx, inst);
 	if (cat_tenants_reapply(ctx->deployment_id) > 0)
 		cat_queue_tenants_job(cat_deployment(ctx->deployment_id));
 	cat_set_instance_status(inst->id, "running", -1);

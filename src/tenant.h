@@ -50,6 +50,7 @@ typedef struct TenantUsage
 /* tenant_postgres.c */
 extern void tenant_pg_create(Instance *inst, List *tenants);
 extern void tenant_pg_drop(Instance *inst, const char *name);
+extern List *tenant_pg_lock_out(Instance *inst);
 extern void tenant_pg_set_read_only(Instance *inst, const char *name, bool read_only);
 extern void tenant_pg_usage(Instance *inst, List *tenants, TenantUsage *usage);
 extern void tenant_pg_copy(Instance *source, Instance *target, const char *name, const char *dir);

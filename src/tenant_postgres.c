@@ -12,6 +12,7 @@
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
 #include "utils/builtins.h"
+#include "utils/varlena.h"
 
 #include "dborch.h"
 #include "engine.h"
@@ -208,6 +209,44 @@ tenant_pg_create(Instance *inst, List *tenants)
 	admin_finish(conn);
 	admin_exec(conn, "COMMIT");
 	PQfinish(conn);
+}
+
+/* Login roles of tenants on the instance: a tenant's name with "<name>$owner" beside it. */
+#define TENANT_LOGIN_ROLES \
+	"SELECT l.rolname FROM pg_catalog.pg_roles l" \
+	" WHERE l.rolcanlogin AND l.rolname ~ '^[a-z][a-z0-9_]{0,39}$'" \
+	"   AND EXISTS (SELECT 1 FROM pg_catalog.pg_roles o WHERE o.rolname = l.rolname || '$owner')"
+
+/*
+ * After a restore: every tenant login role in the restored data loses its
+ * login and its password, so that no one logs in with the credentials of
+ * the backup's time, above all not a tenant dropped or moved away since.
+ * The tenants job that follows gives the live tenants their login back
+ * with their current passwords; the others keep their schema (reachable by
+ * the deployment's own user), and create_tenant() of the same name adopts
+ * it.  Returns the names of the roles locked out.
+ */
+List *
+tenant_pg_lock_out(Instance *inst)
+{
+	PGconn	   *conn = engine_postgres_connect(inst);
+	char	   *names = admin_value(conn, "SELECT string_agg(rolname, ',' ORDER BY rolname)"
+									" FROM (" TENANT_LOGIN_ROLES ") r", NULL);
+	List	   *locked = NIL;
+
+	if (names != NULL)
+		admin_exec(conn, "DO $dborch$\n"
+				   "DECLARE r name;\n"
+				   "BEGIN\n"
+				   "  FOR r IN " TENANT_LOGIN_ROLES " LOOP\n"
+				   "    EXECUTE pg_catalog.format('ALTER ROLE %I NOLOGIN PASSWORD NULL', r);\n"
+				   "  END LOOP;\n"
+				   "END\n"
+				   "$dborch$;");
+	PQfinish(conn);
+	if (names == NULL || !SplitIdentifierString(names, ',', &locked))
+		return NIL;
+	return locked;
 }
 
 /* Roles, schema and data of a tenant go; its sessions end first. */

@@ -14,7 +14,9 @@
 -- one transaction are one tenants job; a quota the instance cannot take
 -- does not fail the rest of its batch; a restore into a new deployment
 -- carries the tenants over, one in place applies them again (a tenant made
--- after the backup gets its role back); no tenant password appears in the
+-- after the backup gets its role back; one dropped after the backup cannot
+-- log in with its old password, its schema is kept and create_tenant()
+-- takes it back); no tenant password appears in the
 -- catalog's events, jobs or alerts, nor in the server logs; destroying the
 -- deployment leaves no tenant active.
 --
@@ -25,7 +27,7 @@
 SET client_min_messages = warning;
 \ir helpers.psql
 
-SELECT plan(123);
+SELECT plan(133);
 
 -- Every tenant password seen in this file, for the leak checks at the end.
 CREATE TEMP TABLE passwords (pw text);
@@ -337,8 +339,20 @@ INSERT INTO passwords SELECT value FROM dborch.secrets WHERE deployment_id = :de
 -- after the backup starts empty there.  A restore in place applies the
 -- tenants again: one made after the backup gets its role back.
 ------------------------------------------------------------------------------
+-- tenant gone is in the backup and dropped after it: no restore lets its
+-- old password in; its schema is kept, and create_tenant() takes it back
+SELECT id AS gone_id FROM dborch.create_tenant('tn_pg', 'gone') \gset
+SELECT pg_temp.tap_job_result((SELECT max(id) FROM dborch.jobs WHERE deployment_id = :dep_id AND kind = 'tenants')) AS gone_job \gset
+SELECT value AS gone_pw FROM dborch.secrets WHERE deployment_id = :dep_id AND name = 'tenant:gone' \gset
+INSERT INTO passwords VALUES (:'gone_pw');
+SELECT format('postgresql://gone:%s@127.0.0.1:%s/postgres', :'gone_pw', :pg_port) AS gone_uri \gset
+\set out `PGCONNECT_TIMEOUT=5 psql :'gone_uri' -XAtq -v ON_ERROR_STOP=1 -c 'CREATE TABLE kept_by_gone (i int)' -c 'INSERT INTO kept_by_gone VALUES (7)' -c 'SELECT i FROM kept_by_gone' 2>&1`
+SELECT is(:'gone_job' || ' ' || :'out', 'succeeded 7', 'tenant gone is created and writes a table');
 SELECT id AS bk_id, job_id AS bk_job FROM dborch.backup('tn_pg') \gset
 SELECT is(pg_temp.tap_job_result(:bk_job), 'succeeded', 'a full backup of the deployment with its tenants');
+SELECT is((SELECT status FROM dborch.drop_tenant('tn_pg', 'gone')), 'dropping', 'tenant gone is dropped after the backup');
+SELECT is(pg_temp.tap_job_result((SELECT max(id) FROM dborch.jobs WHERE deployment_id = :dep_id AND kind = 'tenants')),
+          'succeeded', 'its drop succeeds');
 SELECT id AS later_id FROM dborch.create_tenant('tn_pg', 'later') \gset
 SELECT is(pg_temp.tap_job_result((SELECT max(id) FROM dborch.jobs WHERE deployment_id = :dep_id AND kind = 'tenants')),
           'succeeded', 'tenant later is created after the backup');
@@ -366,6 +380,21 @@ SELECT is(:'out'::text, 'later$owner 0', 'later, made after the backup, logs int
 SELECT format('postgresql://acme:%s@127.0.0.1:%s/postgres', :'acme_pw', pg_temp.tap_port(:'ca_uri')) AS old_pw_uri \gset
 \set out `PGCONNECT_TIMEOUT=5 psql :'old_pw_uri' -XAtqc 'SELECT 1' 2>&1`
 SELECT matches(:'out'::text, 'password authentication failed', 'acme''s password of the source does not open the copy');
+SELECT is((SELECT detail::text FROM dborch.events WHERE deployment_id = :copy_id AND kind = 'tenants_locked_out'),
+          '{"tenants": ["gone"]}', 'a tenants_locked_out event names gone, in the backup but no tenant of the copy');
+SELECT format('postgresql://gone:%s@127.0.0.1:%s/postgres', :'gone_pw', pg_temp.tap_port(:'ca_uri')) AS gone_old_uri \gset
+\set out `PGCONNECT_TIMEOUT=5 psql :'gone_old_uri' -XAtqc 'SELECT 1' 2>&1`
+SELECT matches(:'out'::text, 'password authentication failed|not permitted to log in', 'gone''s password of the backup''s time does not open the copy');
+SELECT dborch.connection_string('tn_pg_copy') AS copy_adm_uri \gset
+\set out `PGCONNECT_TIMEOUT=5 psql :'copy_adm_uri' -XAtqc 'SELECT i FROM gone.kept_by_gone' 2>&1`
+SELECT is(:'out'::text, '7', 'gone''s schema is kept in the copy, for the deployment''s own user');
+SELECT id AS copy_gone_id FROM dborch.create_tenant('tn_pg_copy', 'gone') \gset
+SELECT is(pg_temp.tap_job_result((SELECT max(id) FROM dborch.jobs WHERE deployment_id = :copy_id AND kind = 'tenants')),
+          'succeeded', 'create_tenant() of gone on the copy succeeds');
+INSERT INTO passwords SELECT value FROM dborch.secrets WHERE deployment_id = :copy_id AND name = 'tenant:gone';
+SELECT dborch.connection_string('tn_pg_copy', 'gone') AS cg_uri \gset
+\set out `PGCONNECT_TIMEOUT=5 psql :'cg_uri' -XAtqc 'SELECT i FROM kept_by_gone' 2>&1`
+SELECT is(:'out'::text, '7', 'gone logs into the copy with its new connection string and finds its table');
 
 SELECT is((SELECT status FROM dborch.restore('tn_pg', backup => :bk_id, in_place => true)), 'restoring',
           'a restore in place of the same backup');
@@ -375,6 +404,10 @@ SELECT is(pg_temp.tap_job_result((SELECT max(id) FROM dborch.jobs WHERE deployme
 SELECT dborch.connection_string('tn_pg', 'later') AS l_uri \gset
 \set out `PGCONNECT_TIMEOUT=5 psql :'l_uri' -XAtqc 'SELECT current_user' 2>&1`
 SELECT is(:'out'::text, 'later$owner', 'later, whose role the backup did not have, logs in again');
+\set out `PGCONNECT_TIMEOUT=5 psql :'gone_uri' -XAtqc 'SELECT 1' 2>&1`
+SELECT matches(:'out'::text, 'password authentication failed|not permitted to log in', 'in place too, gone''s password of the backup''s time does not open the deployment');
+SELECT is((SELECT detail::text FROM dborch.events WHERE deployment_id = :dep_id AND kind = 'tenants_locked_out'),
+          '{"tenants": ["gone"]}', 'with a tenants_locked_out event naming gone');
 SELECT is((SELECT status FROM dborch.destroy('tn_pg_copy')), 'destroying', 'destroy() the copy');
 SELECT is((SELECT status FROM dborch.wait('tn_pg_copy', '60s')), 'destroyed', 'it is destroyed');
 
