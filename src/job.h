@@ -69,11 +69,11 @@ extern const JobKind job_kind_failover;
 extern void job_commit_progress(void);
 
 /*
- * Run fn(ctx, id) in a subtransaction of the stage's transaction: an error
- * in it is rolled back alone and its message returned, and the stage goes
- * on; NULL when fn succeeded.
+ * Run fn(ctx, arg) in a subtransaction of the current transaction: an
+ * error in it is rolled back alone and its message returned, and the
+ * caller goes on; NULL when fn succeeded.
  */
-extern char *job_try(void (*fn) (JobContext *ctx, int64 id), JobContext *ctx, int64 id);
+extern char *job_try(void (*fn) (JobContext *ctx, void *arg), JobContext *ctx, void *arg);
 
 /* job_deploy.c and job_destroy.c share the teardown of instances */
 extern void job_remove_instances(int64 deployment_id);

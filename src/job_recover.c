@@ -61,9 +61,9 @@ stage_finalize(JobContext *ctx)
 
 /* replica_reconfigure_primary() in the shape job_try() calls */
 static void
-reconfigure_primary(JobContext *ctx, int64 deployment_id)
+reconfigure_primary(JobContext *ctx, void *unused)
 {
-	replica_reconfigure_primary(deployment_id);
+	replica_reconfigure_primary(ctx->deployment_id);
 }
 
 /*
@@ -81,7 +81,7 @@ undo_recover(JobContext *ctx, const char *reason)
 	cat_set_deployment_status(ctx->deployment_id, "failed", "down,degraded",
 							  psprintf("recovery failed: %s", reason));
 	if (inst != NULL && strcmp(inst->role, "replica") == 0 &&
-		(error = job_try(reconfigure_primary, ctx, ctx->deployment_id)) != NULL)
+		(error = job_try(reconfigure_primary, ctx, NULL)) != NULL)
 		ereport(LOG, (errmsg("dborch: the primary of deployment " INT64_FORMAT " was not reconfigured: %s",
 							 ctx->deployment_id, error)));
 }

@@ -159,10 +159,11 @@ usage_json(TenantUsage *u)
 	return buf.data;
 }
 
-/* Measure one deployment's tenants and enforce their quotas. */
+/* Measure one deployment's tenants (arg: its int64 id) and enforce their quotas. */
 static void
-measure_deployment(JobContext *ctx, int64 deployment_id)
+measure_deployment(JobContext *ctx, void *arg)
 {
+	int64		deployment_id = *(int64 *) arg;
 	List	   *tenants = cat_tenants_in(deployment_id, "active");
 	Instance   *inst = serving_instance(deployment_id);
 	char	   *password = cat_secret(deployment_id, "password");
@@ -204,7 +205,7 @@ stage_measure(JobContext *ctx)
 	foreach(lc, cat_tenant_usage_deployments())
 	{
 		int64		deployment_id = *(int64 *) lfirst(lc);
-		char	   *error = job_try(measure_deployment, ctx, deployment_id);
+		char	   *error = job_try(measure_deployment, ctx, &deployment_id);
 
 		if (error != NULL)
 			ereport(LOG, (errmsg("dborch: tenant usage of deployment " INT64_FORMAT " not measured: %s",

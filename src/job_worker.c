@@ -99,7 +99,7 @@ pause_if_asked(JobContext *ctx, const char *stage, bool after)
 }
 
 char *
-job_try(void (*fn) (JobContext *ctx, int64 id), JobContext *ctx, int64 id)
+job_try(void (*fn) (JobContext *ctx, void *arg), JobContext *ctx, void *arg)
 {
 	MemoryContext mcxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -108,7 +108,7 @@ job_try(void (*fn) (JobContext *ctx, int64 id), JobContext *ctx, int64 id)
 	BeginInternalSubTransaction(NULL);
 	PG_TRY();
 	{
-		fn(ctx, id);
+		fn(ctx, arg);
 		ReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();
@@ -150,14 +150,19 @@ enter_stage(const JobKind *kind, JobContext *ctx, int i)
 	return true;
 }
 
-/* The undo that run_undo() runs, and why (job_try() passes only an id). */
-static const JobKind *undo_kind;
-static const char *undo_reason;
+/* A kind's undo, and why it runs, in the shape job_try() calls */
+typedef struct UndoCall
+{
+	const JobKind *kind;
+	const char *reason;
+} UndoCall;
 
 static void
-run_undo(JobContext *ctx, int64 unused)
+run_undo(JobContext *ctx, void *arg)
 {
-	undo_kind->undo(ctx, undo_reason);
+	UndoCall   *call = arg;
+
+	call->kind->undo(ctx, call->reason);
 }
 
 /*
@@ -169,12 +174,11 @@ static void
 finish_unsuccessfully(const JobKind *kind, JobContext *ctx, const char *state,
 					  const char *reason)
 {
+	UndoCall	call = {kind, reason};
 	char	   *undo_error;
 
 	cat_begin();
-	undo_kind = kind;
-	undo_reason = reason;
-	undo_error = job_try(run_undo, ctx, 0);
+	undo_error = job_try(run_undo, ctx, &call);
 	cat_job_finish(ctx->job_id, state,
 				   undo_error ? psprintf("%s; cleanup failed: %s", reason, undo_error) : reason);
 	cat_event(DBORCH_ACTOR, ctx->deployment_id, ctx->job_id, state,

@@ -153,6 +153,7 @@ static WaitEventSet *wes = NULL;
 static bool wes_dirty = true;
 static uint64 loaded_generation = 0;
 static int64 next_flush_at = 0;
+static bool first_up_unflushed = false;	/* for dborch.wait(): see flush() */
 static bool fd_budget_warned = false;
 
 static void target_close(Target *t);
@@ -247,6 +248,8 @@ queue_transition(Target *t, bool down)
 static void
 probe_succeeded(Target *t, Sample *s)
 {
+	int64		now = dborch_now_ms();
+
 	s->up = true;
 	s->latency_ms = (GetCurrentTimestamp() - t->sent_at) / 1000.0;
 	t->sample = *s;
@@ -266,15 +269,16 @@ probe_succeeded(Target *t, Sample *s)
 	if (!t->ever_up)
 	{
 		t->ever_up = true;
-		next_flush_at = Min(next_flush_at, dborch_now_ms() + FIRST_FLUSH_MS);
+		first_up_unflushed = true;
+		next_flush_at = Min(next_flush_at, now + FIRST_FLUSH_MS);
 	}
 	/*
 	 * A late answer (probe_late): the next probe waits a whole period, so
 	 * the busy server has room and this sample is the one the next flush
 	 * writes.
 	 */
-	if (dborch_now_ms() - t->started_at >= dborch_probe_timeout_ms)
-		t->next_at = dborch_now_ms() + dborch_probe_interval_ms;
+	if (now - t->started_at >= dborch_probe_timeout_ms)
+		t->next_at = now + dborch_probe_interval_ms;
 	if (t->down || t->catalog_down)
 	{
 		t->down = false;
@@ -1040,8 +1044,12 @@ flush(void)
 	PG_END_TRY();
 	transitions = NIL;
 	list_free_deep(todo);
-	/* dborch.wait() waits for the first probe of a new replica */
-	dborch_broadcast_state_change();
+	/* dborch.wait() waits for the first good probe of a new replica */
+	if (first_up_unflushed)
+	{
+		first_up_unflushed = false;
+		dborch_broadcast_state_change();
+	}
 }
 
 /* ---------------------------------------------------------------------
