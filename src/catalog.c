@@ -389,8 +389,9 @@ cat_live_deployment(const char *name)
  * connection_string's one query: the live deployment of this name, and in
  * *routes a row for each instance a connection may go to (its primary,
  * whatever its status, and its running replicas: instance_id, role, host,
- * port) with the deployment's password; instance_id is null when there
- * is none.
+ * port) with the deployment's password, in instance id order (so a
+ * multi-host URI and the round-robin turn are the same on every call);
+ * instance_id is null when there is none.
  */
 Deployment *
 cat_live_deployment_routes(const char *name, CatResult **routes)
@@ -402,7 +403,8 @@ cat_live_deployment_routes(const char *name, CatResult **routes)
 						" FROM dborch.deployments d LEFT JOIN dborch.instances i"
 						"  ON i.deployment_id = d.id AND i.status <> 'destroyed'"
 						"  AND (i.role = 'primary' OR i.status = 'running')"
-						" WHERE d.name = $1 AND d.status <> 'destroyed'",
+						" WHERE d.name = $1 AND d.status <> 'destroyed'"
+						" ORDER BY i.id",
 						1, name);
 	return deployment_from(*routes);
 }
