@@ -139,7 +139,7 @@ api_check_quota(const char *owner, int64 memory_bytes, bool new_deployment)
 				max_count,
 				max_memory;
 
-	cat_lock_owner_quota(owner, &count, &memory, &max_count, &max_memory);
+	cat_lock_owner_quota(owner, true, &count, &memory, &max_count, &max_memory);
 	if (new_deployment && count + 1 > max_count)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),

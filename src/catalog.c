@@ -17,7 +17,10 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
+#include "storage/lock.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
@@ -289,42 +292,111 @@ cat_commit(void)
  * ---------------------------------------------------------------------
  */
 
-/* Transaction-scoped advisory lock on (space, hashtext(key)). */
+/*
+ * dborch's locks are advisory locks of classes of their own (the locktag's
+ * field4, DBORCH_LOCKTAG_CLASS + space), as Citus keeps its advisory locks
+ * apart: pg_advisory_lock() and its kin take classes 1 and 2 only, so no
+ * user can hold one of dborch's keys to stall its deploys, quota checks or
+ * jobs.  They still show in pg_locks (locktype advisory, objsubid the class).
+ */
+#define DBORCH_LOCKTAG_CLASS 0x6400
+
+static void
+lock_tag(LOCKTAG *tag, int32 space, uint64 key)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) (key >> 32), (uint32) key,
+						 DBORCH_LOCKTAG_CLASS + space);
+}
+
+static uint64
+lock_key(const char *key)
+{
+	return hash_bytes_extended((const unsigned char *) key, strlen(key), 0);
+}
+
+/* Transaction-scoped lock on (space, key), waited for. */
 void
 cat_xact_lock(int32 space, const char *key)
 {
-	char	   *s = psprintf("%d", space);
+	LOCKTAG		tag;
 
-	cat_query("SELECT pg_catalog.pg_advisory_xact_lock($1::int4, pg_catalog.hashtext($2))",
-			  2, s, key);
+	lock_tag(&tag, space, lock_key(key));
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
 }
 
-/* Try the transaction-level advisory lock (space, id); true if acquired. */
+/* Try the transaction-scoped lock on (space, key); true if acquired. */
+bool
+cat_try_xact_lock_key(int32 space, const char *key)
+{
+	LOCKTAG		tag;
+
+	lock_tag(&tag, space, lock_key(key));
+	return LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL;
+}
+
+/* Try the transaction-scoped lock on (space, id); true if acquired. */
 bool
 cat_try_xact_lock(int32 space, int64 id)
 {
-	CatResult  *r = cat_query("SELECT pg_catalog.pg_try_advisory_xact_lock($1::int4, $2::int4) AS ok",
-							  2, psprintf("%d", space), cat_i64(id));
+	LOCKTAG		tag;
 
-	return strcmp(cat_value(r, 0, "ok"), "t") == 0;
+	lock_tag(&tag, space, (uint64) id);
+	return LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL;
 }
 
-/* Try the session-level advisory lock (space, id); true if acquired. */
+/* Try the session-scoped lock on (space, id); true if acquired. */
 bool
 cat_try_session_lock(int32 space, int64 id)
 {
-	CatResult  *r = cat_query("SELECT pg_catalog.pg_try_advisory_lock($1::int4, $2::int4) AS ok",
-							  2, psprintf("%d", space), cat_i64(id));
+	LOCKTAG		tag;
 
-	return strcmp(cat_value(r, 0, "ok"), "t") == 0;
+	lock_tag(&tag, space, (uint64) id);
+	return LockAcquire(&tag, ExclusiveLock, true, true) != LOCKACQUIRE_NOT_AVAIL;
 }
 
-/* Release the session-level advisory lock (space, id). */
+/* Release the session-scoped lock on (space, id). */
 void
 cat_session_unlock(int32 space, int64 id)
 {
-	cat_query("SELECT pg_catalog.pg_advisory_unlock($1::int4, $2::int4)",
-			  2, psprintf("%d", space), cat_i64(id));
+	LOCKTAG		tag;
+
+	lock_tag(&tag, space, (uint64) id);
+	(void) LockRelease(&tag, ExclusiveLock, true);
+}
+
+/*
+ * Run fn(arg) in a subtransaction of the current transaction: an error in
+ * it (a lock_timeout on a row a user's open transaction holds, say) is
+ * rolled back alone and its message returned, and the caller goes on;
+ * NULL when fn succeeded.
+ */
+char *
+cat_try(void (*fn) (void *arg), void *arg)
+{
+	MemoryContext mcxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	char	   *error = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(mcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		error = edata->message;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(mcxt);
+	CurrentResourceOwner = owner;
+	return error;
 }
 
 /* Owner of the dborch tables: the role the API switches to for catalog work. */
@@ -490,14 +562,20 @@ cat_owner_limits(const char *owner, int64 *max_deployments, int64 *max_memory_by
 /*
  * The owner's quota lock (held until the transaction ends, so that two
  * checks cannot both take the last room), then its usage and limits.
+ * Without wait, false when another transaction holds the lock (the
+ * launcher never waits for a user's open transaction).
  */
-void
-cat_lock_owner_quota(const char *owner, int64 *deployments, int64 *memory_bytes,
+bool
+cat_lock_owner_quota(const char *owner, bool wait, int64 *deployments, int64 *memory_bytes,
 					 int64 *max_deployments, int64 *max_memory_bytes)
 {
-	cat_xact_lock(DBORCH_LOCK_OWNER, owner);
+	if (wait)
+		cat_xact_lock(DBORCH_LOCK_OWNER, owner);
+	else if (!cat_try_xact_lock_key(DBORCH_LOCK_OWNER, owner))
+		return false;
 	cat_owner_usage(owner, deployments, memory_bytes);
 	cat_owner_limits(owner, max_deployments, max_memory_bytes);
+	return true;
 }
 
 /*

@@ -109,7 +109,9 @@ extern void cat_commit(void);
 extern void cat_xact_lock(int32 space, const char *key);
 extern bool cat_try_session_lock(int32 space, int64 id);
 extern bool cat_try_xact_lock(int32 space, int64 id);
+extern bool cat_try_xact_lock_key(int32 space, const char *key);
 extern void cat_session_unlock(int32 space, int64 id);
+extern char *cat_try(void (*fn) (void *arg), void *arg);
 extern Oid	cat_owner_oid(void);
 
 /* deployments */
@@ -123,8 +125,9 @@ extern int64 cat_insert_deployment(const char *name, const char *engine, const c
 								   int64 memory_bytes, const char *ttl);
 extern void cat_owner_usage(const char *owner, int64 *deployments, int64 *memory_bytes);
 extern void cat_owner_limits(const char *owner, int64 *max_deployments, int64 *max_memory_bytes);
-extern void cat_lock_owner_quota(const char *owner, int64 *deployments, int64 *memory_bytes,
-								 int64 *max_deployments, int64 *max_memory_bytes);
+extern bool cat_lock_owner_quota(const char *owner, bool wait, int64 *deployments,
+								 int64 *memory_bytes, int64 *max_deployments,
+								 int64 *max_memory_bytes);
 extern bool cat_set_deployment_status(int64 id, const char *status, const char *only_if_in,
 									  const char *error);
 extern void cat_set_deployment_node(int64 id, const char *node);

@@ -19,10 +19,10 @@
 #error "DBORCH_VERSION must be defined by the Makefile"
 #endif
 
-/* Key space of dborch's advisory locks: pg_advisory_lock(DBORCH_LOCK_*, id). */
-#define DBORCH_LOCK_JOB			0x64620001	/* held by the worker running a job */
-#define DBORCH_LOCK_NAME		0x64620002	/* serializes deploys of one name */
-#define DBORCH_LOCK_OWNER		0x64620003	/* serializes quota checks of one owner */
+/* Key spaces of dborch's own locks (cat_xact_lock() and kin in catalog.c). */
+#define DBORCH_LOCK_JOB			1	/* held by the worker running a job */
+#define DBORCH_LOCK_NAME		2	/* serializes deploys of one name */
+#define DBORCH_LOCK_OWNER		3	/* serializes quota checks of one owner */
 
 /* Actor of events written by the workers themselves. */
 #define DBORCH_ACTOR			"dborch"

@@ -64,7 +64,7 @@ deploy_stage_quota_check(JobContext *ctx)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("deployment \"%s\" is %s", d->name, d->status)));
-	cat_lock_owner_quota(d->owner, &count, &memory, &max_count, &max_memory);
+	cat_lock_owner_quota(d->owner, true, &count, &memory, &max_count, &max_memory);
 	if (count > max_count || memory > max_memory)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),

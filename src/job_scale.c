@@ -412,6 +412,8 @@ stage_failover_rejoin(JobContext *ctx)
 	if (failed == NULL || !is_role(failed, "replica") || strcmp(failed->status, "running") == 0)
 		return;
 	replica_rejoin(primary_of(ctx->deployment_id), failed);
+	/* the prober writes the row this wrote (status running): no lock held while it waits */
+	job_commit_progress();
 	dborch_wake_prober(true);
 	if (cat_json_bool(cat_deployment(ctx->deployment_id)->spec, "synchronous") &&
 		!primary_of(ctx->deployment_id)->synchronous)

@@ -98,33 +98,28 @@ pause_if_asked(JobContext *ctx, const char *stage, bool after)
 	pfree(want);
 }
 
+/* job_try()'s call, through cat_try(). */
+typedef struct JobTryCall
+{
+	void		(*fn) (JobContext *ctx, void *arg);
+	JobContext *ctx;
+	void	   *arg;
+} JobTryCall;
+
+static void
+job_try_call(void *arg)
+{
+	JobTryCall *call = arg;
+
+	call->fn(call->ctx, call->arg);
+}
+
 char *
 job_try(void (*fn) (JobContext *ctx, void *arg), JobContext *ctx, void *arg)
 {
-	MemoryContext mcxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	char	   *error = NULL;
+	JobTryCall	call = {fn, ctx, arg};
 
-	BeginInternalSubTransaction(NULL);
-	PG_TRY();
-	{
-		fn(ctx, arg);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(mcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		error = edata->message;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(mcxt);
-	CurrentResourceOwner = owner;
-	return error;
+	return cat_try(job_try_call, &call);
 }
 
 void

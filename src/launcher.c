@@ -42,6 +42,13 @@
 
 /* Handles of the job workers this launcher started, by slot. */
 static BackgroundWorkerHandle *handles[DBORCH_MAX_JOB_WORKERS];
+
+/* A row of cat_autoscale_decisions(), for autoscale_one(). */
+typedef struct AutoscaleRow
+{
+	CatResult  *decisions;
+	int			i;
+} AutoscaleRow;
 static bool warned_no_slot = false;
 
 static void
@@ -290,18 +297,25 @@ adopt_instances(void)
 		ereport(LOG, (errmsg("dborch: adopted %d running instances", adopted)));
 }
 
-/* Queue the destroy of every deployment whose TTL has passed. */
 static void
-expire_deployments(void)
+expire_one(void *arg)
+{
+	Deployment *d = cat_deployment(*(int64 *) arg);
+
+	deployment_request_destroy(d, DBORCH_ACTOR, "time to live expired", false);
+}
+
+/*
+ * Queue the destroy of every deployment whose TTL has passed, each on its
+ * own: one whose row a user's transaction holds waits for the next round.
+ */
+static void
+expire_deployments(void *due)
 {
 	ListCell   *lc;
 
 	foreach(lc, cat_expired_deployments())
-	{
-		Deployment *d = cat_deployment(*(int64 *) lfirst(lc));
-
-		deployment_request_destroy(d, DBORCH_ACTOR, "time to live expired", false);
-	}
+		(void) cat_try(expire_one, lfirst(lc));
 }
 
 /*
@@ -309,7 +323,7 @@ expire_deployments(void)
  * ready entries beyond dborch.warm_pool_size if it was lowered.
  */
 static void
-refill_warm_pool(void)
+refill_warm_pool(void *due)
 {
 	CatResult  *surplus = cat_pool_surplus(dborch_warm_pool_size);
 	int64		pool_id;
@@ -329,7 +343,7 @@ refill_warm_pool(void)
 
 /* Queue a delivery job when alerts are due and none is queued or running. */
 static void
-deliver_due_alerts(void)
+deliver_due_alerts(void *due)
 {
 	if (dborch_alert_webhook_url == NULL || dborch_alert_webhook_url[0] == '\0')
 		return;
@@ -339,23 +353,23 @@ deliver_due_alerts(void)
 
 /*
  * Queue a tenant usage measurement when one is due and none is queued or
- * running; returns the milliseconds until the next one, -1 if no tenant
+ * running; *due is the milliseconds until the next one, -1 if no tenant
  * has a quota.
  */
-static int64
-measure_tenants(void)
+static void
+measure_tenants(void *due)
 {
 	static int64 next_measure = 0;
 
 	if (cat_tenant_usage_deployments() == NIL)
-		return -1;
+		return;
 	if (dborch_now_ms() >= next_measure)
 	{
 		if (cat_unfinished_kind("tenant_usage") == 0)
 			cat_queue_job("tenant_usage", 0, GetUserNameFromId(GetUserId(), false), NULL);
 		next_measure = dborch_now_ms() + dborch_tenant_usage_interval_ms;
 	}
-	return Max(next_measure - dborch_now_ms(), 0);
+	*(int64 *) due = Max(next_measure - dborch_now_ms(), 0);
 }
 
 /*
@@ -366,48 +380,71 @@ measure_tenants(void)
  * the cooldown starts all the same (one such event per cooldown, not one per
  * evaluation).  Returns the milliseconds until the next evaluation.
  */
-static int64
-autoscale(void)
+/* One auto-scaling decision (a row of cat_autoscale_decisions()). */
+static void
+autoscale_one(void *arg)
+{
+	AutoscaleRow *row = arg;
+	CatResult  *r = row->decisions;
+	int			i = row->i;
+	int64		deployment_id = strtoi64(cat_value(r, i, "deployment_id"), NULL, 10);
+	const char *owner = cat_value(r, i, "owner");
+	int			replicas = atoi(cat_value(r, i, "replicas"));
+	int			want = atoi(cat_value(r, i, "want"));
+
+	if (want == replicas)
+		return;
+	if (want > replicas)
+	{
+		/* each replica counts against the owner's memory quota, as with scale() */
+		int64		extra = strtoi64(cat_value(r, i, "memory_bytes"), NULL, 10) * (want - replicas);
+		int64		deployments,
+					used,
+					max_deployments,
+					max_memory;
+
+		/* an owner's transaction holds its quota lock: decide next time */
+		if (!cat_lock_owner_quota(owner, false, &deployments, &used, &max_deployments,
+								  &max_memory))
+			return;
+		if (used + extra > max_memory)
+		{
+			cat_autoscale_held(deployment_id, replicas, want, cat_value(r, i, "metric"),
+							   cat_value(r, i, "value"), owner, used, max_memory);
+			return;
+		}
+	}
+	cat_autoscale(deployment_id, owner, replicas, want, cat_value(r, i, "metric"), cat_value(r, i, "value"));
+}
+
+/*
+ * Auto-scaling: every AUTOSCALE_EVERY_MS, each policy's metric against its
+ * thresholds (cat_autoscale_decisions); a decision queues a scale job and an
+ * event with the figures, and starts the policy's cooldown.  A scale-up that
+ * the owner's memory quota does not allow is not made: an event says so, and
+ * the cooldown starts all the same (one such event per cooldown, not one per
+ * evaluation).  Each decision is taken on its own (a policy row a user's
+ * transaction holds waits for the next evaluation).  *due is the
+ * milliseconds until the next evaluation, -1 without policies.
+ */
+static void
+autoscale(void *due)
 {
 	static int64 next_evaluation = 0;
-	CatResult  *r;
-	int			i;
+	AutoscaleRow row;
 
 	if (!cat_has_autoscale())
-		return -1;
+		return;
 	if (dborch_now_ms() < next_evaluation)
-		return next_evaluation - dborch_now_ms();
-	next_evaluation = dborch_now_ms() + AUTOSCALE_EVERY_MS;
-	r = cat_autoscale_decisions();
-	for (i = 0; i < r->nrows; i++)
 	{
-		int64		deployment_id = strtoi64(cat_value(r, i, "deployment_id"), NULL, 10);
-		const char *owner = cat_value(r, i, "owner");
-		int			replicas = atoi(cat_value(r, i, "replicas"));
-		int			want = atoi(cat_value(r, i, "want"));
-
-		if (want == replicas)
-			continue;
-		if (want > replicas)
-		{
-			/* each replica counts against the owner's memory quota, as with scale() */
-			int64		extra = strtoi64(cat_value(r, i, "memory_bytes"), NULL, 10) * (want - replicas);
-			int64		deployments,
-						used,
-						max_deployments,
-						max_memory;
-
-			cat_lock_owner_quota(owner, &deployments, &used, &max_deployments, &max_memory);
-			if (used + extra > max_memory)
-			{
-				cat_autoscale_held(deployment_id, replicas, want, cat_value(r, i, "metric"),
-								   cat_value(r, i, "value"), owner, used, max_memory);
-				continue;
-			}
-		}
-		cat_autoscale(deployment_id, owner, replicas, want, cat_value(r, i, "metric"), cat_value(r, i, "value"));
+		*(int64 *) due = next_evaluation - dborch_now_ms();
+		return;
 	}
-	return AUTOSCALE_EVERY_MS;
+	next_evaluation = dborch_now_ms() + AUTOSCALE_EVERY_MS;
+	row.decisions = cat_autoscale_decisions();
+	for (row.i = 0; row.i < row.decisions->nrows; row.i++)
+		(void) cat_try(autoscale_one, &row);
+	*(int64 *) due = AUTOSCALE_EVERY_MS;
 }
 
 /* Claim due jobs for the free worker capacity and hand them to workers. */
@@ -440,6 +477,27 @@ start_due_jobs(void)
 					 errhint("Raise max_worker_processes, or lower dborch.max_job_workers.")));
 		warned_no_slot = true;
 	}
+}
+
+/*
+ * Run one housekeeping chore in a subtransaction of its own, so that one
+ * that fails (a row a user's open transaction holds, after lock_timeout)
+ * does not keep the others from running; it runs again next round.
+ * Returns the milliseconds until it is due again, -1 when it says nothing.
+ */
+static int64
+run_chore(const char *name, void (*chore) (void *due))
+{
+	int64		due = -1;
+	char	   *error = cat_try(chore, &due);
+
+	if (error != NULL)
+	{
+		ereport(LOG, (errmsg("dborch launcher: %s failed, again in %d ms: %s",
+							 name, ERROR_RETRY_MS, error)));
+		due = ERROR_RETRY_MS;
+	}
+	return due;
 }
 
 /*
@@ -477,11 +535,11 @@ launcher_round(bool first_round, int64 *next_orphan_check)
 	start_due_jobs();
 
 	cat_begin();
-	expire_deployments();
-	refill_warm_pool();
-	deliver_due_alerts();
-	tenants_due = measure_tenants();
-	autoscale_due = autoscale();
+	(void) run_chore("expire", expire_deployments);
+	(void) run_chore("warm pool", refill_warm_pool);
+	(void) run_chore("alerts", deliver_due_alerts);
+	tenants_due = run_chore("tenant usage", measure_tenants);
+	autoscale_due = run_chore("autoscale", autoscale);
 	if (dborch_now_ms() >= next_retention)
 	{
 		cat_expire_probes();

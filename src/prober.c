@@ -947,6 +947,20 @@ publish_routes(void)
 	LWLockRelease(dborch_shared->routes_lock);
 }
 
+static void
+record_probes(void *samples)
+{
+	cat_record_probes(samples);
+}
+
+static void
+write_transition(void *arg)
+{
+	Transition *tr = arg;
+
+	cat_instance_health_changed(tr->instance_id, tr->down, tr->failures, tr->error);
+}
+
 /*
  * Write the latest sample of every target (one statement for all), the
  * pending transitions, and the process statistics of local instances.
@@ -1017,16 +1031,35 @@ flush(void)
 	publish_routes();
 
 	next_flush_at = dborch_now_ms() + dborch_probe_interval_ms;
+
+	/*
+	 * The samples, and each transition, in a subtransaction of their own:
+	 * a row that a user's open transaction holds (a deployment whose
+	 * maintenance window it just set) fails only its own transition, after
+	 * lock_timeout, which is kept for the next flush; everything else is
+	 * written now.
+	 */
+	transitions = NIL;
 	PG_TRY();
 	{
+		char	   *error;
+
 		cat_begin();
-		if (buf.len > 2)
-			cat_record_probes(buf.data);
+		if (buf.len > 2 && (error = cat_try(record_probes, buf.data)) != NULL)
+			ereport(LOG, (errmsg("dborch prober: the samples of this period are lost: %s", error)));
 		foreach(lc, todo)
 		{
 			Transition *tr = lfirst(lc);
 
-			cat_instance_health_changed(tr->instance_id, tr->down, tr->failures, tr->error);
+			if ((error = cat_try(write_transition, tr)) != NULL)
+			{
+				MemoryContext old = MemoryContextSwitchTo(targets_mcxt);
+
+				ereport(LOG, (errmsg("dborch prober: the health change of instance " INT64_FORMAT
+									 " is written later: %s", tr->instance_id, error)));
+				transitions = lappend(transitions, tr);
+				MemoryContextSwitchTo(old);
+			}
 		}
 		cat_commit();
 	}
@@ -1039,11 +1072,21 @@ flush(void)
 		AbortCurrentTransaction();
 		MemoryContextSwitchTo(mcxt);
 		pgstat_report_activity(STATE_RUNNING, "probing");
+		transitions = todo;
 		return;
 	}
 	PG_END_TRY();
-	transitions = NIL;
-	list_free_deep(todo);
+	foreach(lc, todo)
+	{
+		Transition *tr = lfirst(lc);
+
+		if (list_member_ptr(transitions, tr))
+			continue;
+		if (tr->error)
+			pfree(tr->error);
+		pfree(tr);
+	}
+	list_free(todo);
 	/* dborch.wait() waits for the first good probe of a new replica */
 	if (first_up_unflushed)
 	{
