@@ -5,6 +5,9 @@ EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).co
 MODULE_big = dborch
 OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 
+# Preloaded by every managed PostgreSQL instance (see src/guard/dborch_guard.c).
+MODULES = src/guard/dborch_guard
+
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 
 # pg_regress suites: the SQL surface, against a temporary instance that
@@ -27,4 +30,5 @@ EXTRA_CLEAN = tmp_check_regress results regression.diffs regression.out
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-$(OBJS): $(wildcard src/*.h)
+# DBORCH_VERSION comes from the control file: a new version rebuilds everything.
+$(OBJS): $(wildcard src/*.h) $(EXTENSION).control

@@ -49,6 +49,23 @@ build_install() {
 
 as_postgres() { (cd / && runuser -u postgres -- "$@"); }
 
+# The extension version this repository builds (default_version).
+extension_version() { sed -n "s/^default_version = '\(.*\)'/\1/p" "$REPO/dborch.control"; }
+
+# chain_sum VERSION: SHA-256 of the scripts that make the catalog of VERSION
+# (the install script of 0.1, then each update script up to VERSION); fails
+# when this repository has no way there.
+chain_sum() {
+	local v=0.1 next files=("$REPO/sql/dborch--0.1.sql")
+	while [ "$v" != "$1" ]; do
+		next=$(ls "$REPO/sql/dborch--$v--"*.sql 2>/dev/null | head -1)
+		[ -n "$next" ] || return 1
+		files+=("$next")
+		v=$(basename "$next" .sql | sed 's/.*--//')
+	done
+	cat "${files[@]}" | sha256sum | cut -c1-64
+}
+
 # A TCP port on 127.0.0.1 that nothing listens on, from $1 upward.
 free_port() {
 	local p="${1:-5500}"

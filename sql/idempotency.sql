@@ -84,16 +84,22 @@ SELECT dborch_test.catalog_rows();
 ROLLBACK;
 
 --
+-- cancel_job() of a queued job asks a worker to run its undo once this
+-- transaction commits: here it is still queued, with cancel_requested.
 -- A failed deployment is retried by deploying it again with its spec.
--- (Cancelling its queued deploy job marks it failed.)
+-- (The worker's undo of the cancelled deploy marks it failed: done here by hand.)
 --
 BEGIN;
 SELECT name, status FROM dborch.deploy('orders', 'postgres');
 SELECT id AS job_id FROM dborch.jobs WHERE kind = 'deploy' \gset
-SELECT kind, state, cancel_requested FROM dborch.cancel_job(:job_id);
-SELECT name, status, last_error FROM dborch.deployments;
+SELECT kind, state, cancel_requested, error FROM dborch.cancel_job(:job_id);
 -- cancelling it again changes nothing
-SELECT kind, state, cancel_requested FROM dborch.cancel_job(:job_id);
+SELECT kind, state, cancel_requested, error FROM dborch.cancel_job(:job_id);
+RESET ROLE;
+UPDATE dborch.jobs SET state = 'cancelled', finished_at = now() WHERE id = :job_id;
+UPDATE dborch.deployments SET status = 'failed', last_error = 'deploy cancelled by regress_dborch_dave';
+SET ROLE regress_dborch_dave;
+SELECT name, status, last_error FROM dborch.deployments;
 -- another spec is still refused while the failed row holds the name
 SELECT dborch_test.expect_error($$SELECT dborch.deploy('orders', 'postgres', '{"memory": "1GB"}')$$);
 -- the same spec queues a new deploy job for the same row

@@ -99,6 +99,9 @@ SELECT id, '127.0.0.1',
 FROM dborch.deployments;
 INSERT INTO dborch.secrets (deployment_id, name, owner, value)
 SELECT id, 'password', owner, 'secret_of_' || name FROM dborch.deployments;
+-- dborch's own login in each deployment: neither its owner nor an admin reads it
+INSERT INTO dborch.secrets (deployment_id, name, owner, value)
+SELECT id, 'dborch', owner, 'dborch_login_of_' || name FROM dborch.deployments;
 UPDATE dborch.deployments SET status = 'ready' WHERE name IN ('alice_db', 'bob_db');
 UPDATE dborch.jobs j SET state = 'succeeded', attempts = 1
 FROM dborch.deployments d WHERE d.id = j.deployment_id AND d.status = 'ready';
@@ -123,6 +126,7 @@ SELECT * FROM dborch_test.error_report($$SELECT dborch.destroy('alice_db')$$);
 SELECT dborch_test.expect_error($$SELECT dborch.wait('alice_db')$$);
 SELECT dborch_test.expect_error($$SELECT dborch.wait('alice_cache', '0')$$);
 SELECT dborch_test.expect_error($$SELECT dborch.deployment('alice_db')$$);
+SELECT dborch_test.expect_error($$SELECT * FROM dborch.metrics('alice_db')$$);
 SELECT dborch_test.expect_error($$SELECT dborch.connection_string('alice_db')$$);
 SELECT dborch_test.expect_error($$SELECT dborch.connection_string('alice_db', NULL, 'read')$$);
 SELECT dborch_test.expect_error(format('SELECT dborch.wait_job(%s)', :alice_job));

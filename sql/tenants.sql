@@ -110,7 +110,7 @@ SELECT name,
 	   dborch_test.tenant_error(format('SELECT dborch.create_tenant(''nope'', %L)', name)) AS result
 FROM (VALUES (1, 'postgres'), (2, 'public'), (3, 'default'), (4, 'information_schema'),
 			 (5, 'pg_x'), (6, 'pg_'), (7, 'pg_catalog'), (8, 'pg_toast'),
-			 (9, 'pg_read_all_data')) AS v(i, name)
+			 (9, 'pg_read_all_data'), (10, 'owner'), (11, 'dborch')) AS v(i, name)
 ORDER BY i;
 SELECT * FROM dborch_test.error_report($$SELECT dborch.create_tenant('nope', 'pg_x')$$);
 

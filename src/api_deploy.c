@@ -239,7 +239,7 @@ multi_host_uri(Routes *routes, RouteInstance *primary, const char *attrs)
 	StringInfoData buf;
 
 	initStringInfo(&buf);
-	appendStringInfo(&buf, "postgresql://postgres:%s@%s:%d", routes->password,
+	appendStringInfo(&buf, "postgresql://" OWNER_LOGIN ":%s@%s:%d", routes->password,
 					 engine_uri_host(primary->host), primary->port);
 	for (int i = 0; i < routes->ninstances; i++)
 		if (&routes->instances[i] != primary)

@@ -84,7 +84,8 @@ dborch_wait_job(PG_FUNCTION_ARGS)
 }
 
 /*
- * dborch.cancel_job(id): a queued job is cancelled at once; a running one
+ * dborch.cancel_job(id): a queued job is undone by a worker right away
+ * (whatever it would have changed goes back as it was); a running one
  * stops at its next stage and undoes its work.  Destroy jobs cannot be
  * cancelled: a half-destroyed deployment helps no one.
  */
@@ -109,13 +110,11 @@ dborch_cancel_job(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("destroy jobs cannot be cancelled")));
-	else if (cat_cancel_job(id))
+	else if (cat_cancel_job(id, psprintf("%s cancelled by %s", job->kind, caller.name)))
 	{
-		if (strcmp(job->state, "queued") == 0 && strcmp(job->kind, "deploy") == 0)
-			cat_set_deployment_status(job->deployment_id, "failed", "pending",
-									  psprintf("deploy cancelled by %s", caller.name));
 		cat_event(caller.name, job->deployment_id, id, "cancel_requested",
 				  psprintf("%s job " INT64_FORMAT " cancel requested", job->kind, id), NULL);
+		dborch_wake_launcher_at_commit();
 	}
 	row = cat_job_row(id);
 	api_leave(&caller);

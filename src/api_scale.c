@@ -140,13 +140,7 @@ dborch_scale(PG_FUNCTION_ARGS)
 				 errmsg("cannot scale deployment \"%s\" while it is %s", name, d->status)));
 	if (memory_text != NULL)
 	{
-		memory = spec_parse_size("argument", "memory", memory_text);
-		if (memory < engine_get(d->engine)->min_memory)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("a %s deployment needs at least %s of memory", d->engine,
-							spec_format_size(engine_get(d->engine)->min_memory))));
-		memory -= memory % 1024;
+		memory = spec_memory_bytes(engine_get(d->engine), "argument", memory_text);
 	}
 
 	/* every instance, replicas too, counts against the owner's memory quota */

@@ -36,11 +36,13 @@ check_tenant_name(const char *name)
 	dborch_validate_name("tenant", name);
 	if (strcmp(name, "postgres") == 0 || strcmp(name, "public") == 0 ||
 		strcmp(name, "information_schema") == 0 || strcmp(name, "default") == 0 ||
+		strcmp(name, OWNER_LOGIN) == 0 || strcmp(name, REDIS_DBORCH_USER) == 0 ||
 		strncmp(name, "pg_", 3) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("tenant name \"%s\" is reserved", name),
-				 errdetail("postgres, public, information_schema, default and names starting with pg_ are used by the instances themselves.")));
+				 errdetail("postgres, public, information_schema, default, " OWNER_LOGIN ", "
+						   REDIS_DBORCH_USER " and names starting with pg_ are used by the instances themselves.")));
 }
 
 static int64

@@ -66,8 +66,7 @@ typedef struct RedisSnapshot
 } RedisSnapshot;
 
 /* BGSAVE, then the RDB compressed (zstd) and encrypted (AES-256-GCM) to file. */
-extern RedisSnapshot *redis_snapshot(Instance *inst, const char *password,
-									 const char *file, const char *passphrase);
+extern RedisSnapshot *redis_snapshot(Instance *inst, const char *file, const char *passphrase);
 
 /* Check, decrypt and decompress a stored snapshot into an RDB file. */
 extern void redis_unpack(const char *file, const char *passphrase, const char *checksum,

@@ -319,10 +319,10 @@ write_all(int fd, const void *data, size_t len, EVP_MD_CTX *sha, const char *pat
 }
 
 RedisSnapshot *
-redis_snapshot(Instance *inst, const char *password, const char *file, const char *passphrase)
+redis_snapshot(Instance *inst, const char *file, const char *passphrase)
 {
 	RedisSnapshot *snap = palloc0(sizeof(RedisSnapshot));
-	redisContext *c = engine_redis_connect(inst, password);
+	redisContext *c = engine_redis_connect(inst);
 	char	   *rdb = psprintf("%s/data/dump.rdb", inst->directory);
 	char	   *tmp = psprintf("%s.tmp", file);
 	unsigned char salt[SALT_LEN],

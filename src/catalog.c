@@ -818,17 +818,23 @@ cat_cancel_unfinished_jobs(int64 deployment_id)
 			  1, cat_i64(deployment_id));
 }
 
-/* Cancel one job: queued ones at once, running ones at their next stage. */
+/*
+ * Ask a job to stop: a queued one is made due now, and its worker runs the
+ * job kind's undo instead of its stages (a cancelled move gives the tenant
+ * back, a cancelled restore its deployment); a running one stops at its
+ * next stage and undoes its work.
+ */
 bool
-cat_cancel_job(int64 id)
+cat_cancel_job(int64 id, const char *reason)
 {
-	CatResult  *r = cat_query("UPDATE dborch.jobs SET"
-							  " state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END,"
-							  " finished_at = CASE WHEN state = 'queued' THEN pg_catalog.clock_timestamp() END,"
-							  " cancel_requested = true, updated_at = pg_catalog.clock_timestamp()"
+	CatResult  *r = cat_query("UPDATE dborch.jobs SET cancel_requested = true, error = $2,"
+							  " not_before = CASE WHEN state = 'queued'"
+							  "   THEN LEAST(not_before, pg_catalog.clock_timestamp())"
+							  "   ELSE not_before END,"
+							  " updated_at = pg_catalog.clock_timestamp()"
 							  " WHERE id = $1::bigint AND state IN ('queued', 'running')"
-							  " RETURNING id",
-							  1, cat_i64(id));
+							  " AND NOT cancel_requested RETURNING id",
+							  2, cat_i64(id), reason);
 
 	return r->nrows > 0;
 }
@@ -1006,13 +1012,41 @@ void
 cat_event(const char *actor, int64 deployment_id, int64 job_id,
 		  const char *kind, const char *message, const char *detail)
 {
-	cat_query("INSERT INTO dborch.events"
-			  " (actor, owner, deployment, deployment_id, job_id, kind, message, detail)"
-			  " SELECT $1, d.owner, d.name, k.id, $3::bigint, $4, $5, coalesce($6::jsonb, '{}')"
-			  " FROM (SELECT $2::bigint AS id) k"
-			  " LEFT JOIN dborch.deployments d ON d.id = k.id",
-			  6, actor, deployment_id ? cat_i64(deployment_id) : NULL,
-			  job_id ? cat_i64(job_id) : NULL, kind, message, detail);
+	(void) cat_event_id(actor, deployment_id, job_id, kind, message, detail);
+}
+
+/* cat_event(), returning the new event's id. */
+int64
+cat_event_id(const char *actor, int64 deployment_id, int64 job_id,
+			 const char *kind, const char *message, const char *detail)
+{
+	CatResult  *r = cat_query("INSERT INTO dborch.events"
+							  " (actor, owner, deployment, deployment_id, job_id, kind, message, detail)"
+							  " SELECT $1, d.owner, d.name, k.id, $3::bigint, $4, $5, coalesce($6::jsonb, '{}')"
+							  " FROM (SELECT $2::bigint AS id) k"
+							  " LEFT JOIN dborch.deployments d ON d.id = k.id"
+							  " RETURNING id",
+							  6, actor, deployment_id ? cat_i64(deployment_id) : NULL,
+							  job_id ? cat_i64(job_id) : NULL, kind, message, detail);
+
+	return cat_int64(r, 0, "id");
+}
+
+/*
+ * An event, announced on channel dborch_events at commit.  Any role may
+ * LISTEN on any channel, so the payload is the event's id only
+ * ({"event_id": N}); its row, under row-level security, tells its owner
+ * and the admins what happened, and nobody else anything.
+ */
+void
+cat_event_notify(const char *actor, int64 deployment_id, int64 job_id,
+				 const char *kind, const char *message, const char *detail)
+{
+	int64		id = cat_event_id(actor, deployment_id, job_id, kind, message, detail);
+
+	cat_query("SELECT pg_catalog.pg_notify('dborch_events',"
+			  " pg_catalog.jsonb_build_object('event_id', $1::bigint)::text)",
+			  1, cat_i64(id));
 }
 
 /* ---------------------------------------------------------------------
@@ -1359,10 +1393,13 @@ CatResult *
 cat_probe_targets(void)
 {
 	return cat_query("SELECT i.id, i.deployment_id, d.name AS deployment, d.engine, i.host,"
-					 " i.port, i.pid, i.status, s.value AS password"
+					 " i.port, i.pid, i.status, coalesce(a.value, s.value) AS password,"
+					 " CASE WHEN a.value IS NULL THEN 'default' ELSE '" REDIS_DBORCH_USER "' END"
+					 "   AS redis_user"
 					 " FROM dborch.instances i"
 					 " JOIN dborch.deployments d ON d.id = i.deployment_id"
-					 " LEFT JOIN dborch.secrets s ON s.deployment_id = d.id AND s.name = 'password'"
+					 " LEFT JOIN dborch.secrets s ON s.deployment_id = d.id AND s.name = '" SECRET_OWNER "'"
+					 " LEFT JOIN dborch.secrets a ON a.deployment_id = d.id AND a.name = '" SECRET_DBORCH "'"
 					 " WHERE i.status IN ('running', 'down')"
 					 " AND d.status IN ('ready', 'degraded', 'down')"
 					 " ORDER BY i.id",
@@ -1527,20 +1564,12 @@ cat_instance_health_changed(int64 instance_id, bool down, int failures, const ch
 
 	detail = psprintf("{\"instance_id\": " INT64_FORMAT ", \"endpoint\": \"%s\", \"failures\": %d}",
 					  instance_id, cat_value(r, 0, "endpoint"), failures);
-	cat_event(DBORCH_ACTOR, strtoi64(dep, NULL, 10), 0, kind,
-			  down ? psprintf("instance %s is down after %d missed probes: %s",
-							  cat_value(r, 0, "endpoint"), failures, error ? error : "no answer")
-			  : psprintf("instance %s answers again", cat_value(r, 0, "endpoint")),
-			  detail);
-
-	/* the same facts for listeners and the webhook */
-	cat_query("SELECT pg_catalog.pg_notify('dborch_events', pg_catalog.jsonb_build_object("
-			  "   'event', $2, 'deployment', d.name, 'engine', d.engine, 'status', d.status,"
-			  "   'instance_id', i.id, 'host', i.host, 'port', i.port, 'role', i.role,"
-			  "   'error', $3, 'at', pg_catalog.clock_timestamp())::text)"
-			  " FROM dborch.instances i JOIN dborch.deployments d ON d.id = i.deployment_id"
-			  " WHERE i.id = $1::bigint",
-			  3, cat_i64(instance_id), kind, down ? error : NULL);
+	/* for listeners (its id) and the webhook */
+	cat_event_notify(DBORCH_ACTOR, strtoi64(dep, NULL, 10), 0, kind,
+					 down ? psprintf("instance %s is down after %d missed probes: %s",
+									 cat_value(r, 0, "endpoint"), failures, error ? error : "no answer")
+					 : psprintf("instance %s answers again", cat_value(r, 0, "endpoint")),
+					 detail);
 	cat_add_alert(strtoi64(dep, NULL, 10), instance_id, down ? "firing" : "resolved",
 				  "DborchInstanceDown", "critical",
 				  psprintf("{\"instance\": \"%s\"}", cat_value(r, 0, "endpoint")),
@@ -2024,6 +2053,19 @@ cat_live_tenant(int64 deployment_id, const char *name)
 	return r->nrows ? tenant_from(r, 0) : NULL;
 }
 
+/*
+ * The tenants of a deployment that have (or are about to have) a login, with
+ * their passwords: what a Redis instance's aclfile holds.
+ */
+List *
+cat_tenants_with_login(int64 deployment_id)
+{
+	return tenants_from(cat_query(TENANT_QUERY " WHERE t.deployment_id = $1::bigint"
+								  " AND t.status IN ('pending', 'active', 'moving')"
+								  " AND s.value IS NOT NULL ORDER BY t.id",
+								  1, cat_i64(deployment_id)));
+}
+
 Tenant *
 cat_tenant(int64 id)
 {
@@ -2184,15 +2226,10 @@ cat_tenant_quota_changed(int64 id, bool over, const char *reason)
 				  " updated_at = pg_catalog.clock_timestamp()"
 				  " WHERE id = $1::bigint RETURNING deployment_id, deployment, name",
 				  2, cat_i64(id), over ? "true" : "false");
-	cat_event(DBORCH_ACTOR, cat_int64(r, 0, "deployment_id"), 0, kind,
-			  over ? psprintf("tenant %s is over its quota and read-only: %s", cat_value(r, 0, "name"), reason)
-			  : psprintf("tenant %s is within its quota and writable again", cat_value(r, 0, "name")),
-			  psprintf("{\"tenant\": \"%s\"}", cat_value(r, 0, "name")));
-	cat_query("SELECT pg_catalog.pg_notify('dborch_events', pg_catalog.jsonb_build_object("
-			  "   'event', $2, 'deployment', t.deployment, 'tenant', t.name, 'usage', t.usage,"
-			  "   'quota', t.quota, 'at', pg_catalog.clock_timestamp())::text)"
-			  " FROM dborch.tenants t WHERE t.id = $1::bigint",
-			  2, cat_i64(id), kind);
+	cat_event_notify(DBORCH_ACTOR, cat_int64(r, 0, "deployment_id"), 0, kind,
+					 over ? psprintf("tenant %s is over its quota and read-only: %s", cat_value(r, 0, "name"), reason)
+					 : psprintf("tenant %s is within its quota and writable again", cat_value(r, 0, "name")),
+					 psprintf("{\"tenant\": \"%s\"}", cat_value(r, 0, "name")));
 	cat_add_alert(cat_int64(r, 0, "deployment_id"), 0, over ? "firing" : "resolved",
 				  "DborchTenantOverQuota", "warning",
 				  psprintf("{\"tenant\": \"%s\"}", cat_value(r, 0, "name")),

@@ -145,7 +145,7 @@ extern int64 cat_reshaping_job(int64 deployment_id);
 extern int64 cat_unprobed_replica(int64 deployment_id);
 extern int64 cat_unfinished_kind(const char *kind);
 extern void cat_cancel_unfinished_jobs(int64 deployment_id);
-extern bool cat_cancel_job(int64 id);
+extern bool cat_cancel_job(int64 id, const char *reason);
 extern List *cat_claim_jobs(int limit);
 extern void cat_unclaim_job(int64 id);
 extern bool cat_job_mine(int64 id, int attempt, int pid);
@@ -159,6 +159,10 @@ extern int64 cat_next_due_ms(void);
 /* events */
 extern void cat_event(const char *actor, int64 deployment_id, int64 job_id,
 					  const char *kind, const char *message, const char *detail);
+extern int64 cat_event_id(const char *actor, int64 deployment_id, int64 job_id,
+						  const char *kind, const char *message, const char *detail);
+extern void cat_event_notify(const char *actor, int64 deployment_id, int64 job_id,
+							 const char *kind, const char *message, const char *detail);
 
 /* instances */
 extern Instance *cat_primary_instance(int64 deployment_id);
@@ -174,6 +178,26 @@ extern void cat_set_deployment_memory(int64 id, int64 memory_bytes);
 extern Instance *cat_move_instance_port(Instance *inst, int low_port, int high_port);
 extern void cat_set_instance_status(int64 id, const char *status, int pid);
 extern bool cat_port_taken(int port);
+
+/*
+ * The logins of a deployment's instances, two secrets of dborch.secrets:
+ *	SECRET_OWNER	the deployment owner's: role "owner" (PostgreSQL: owns the
+ *					database, CREATEROLE and CREATEDB, reads and writes all
+ *					data, no superuser) or ACL user "owner" (Redis: every data
+ *					command, nothing that changes the server).  connection_string()
+ *					hands it out.
+ *	SECRET_DBORCH	dborch's own: the bootstrap superuser "postgres" (also
+ *					reached by peer authentication on the instance's private
+ *					socket) or ACL user "dborch".  Row-level security keeps it
+ *					from every user and admin; it never leaves the catalog.
+ * A deployment made by dborch 0.1 has no SECRET_DBORCH until its upgrade job
+ * ran: until then dborch logs in as 0.1 did (postgres, or Redis' default
+ * user, with SECRET_OWNER).
+ */
+#define SECRET_OWNER		"password"
+#define SECRET_DBORCH		"dborch"
+#define OWNER_LOGIN			"owner"
+#define REDIS_DBORCH_USER	"dborch"
 
 /* secrets */
 extern void cat_set_secret(int64 deployment_id, const char *name, const char *value);
@@ -238,6 +262,7 @@ struct Tenant;
 extern struct Tenant *cat_live_tenant(int64 deployment_id, const char *name);
 extern struct Tenant *cat_tenant(int64 id);
 extern List *cat_tenants_in(int64 deployment_id, const char *status);
+extern List *cat_tenants_with_login(int64 deployment_id);
 extern Datum cat_tenant_row(int64 id);
 extern int64 cat_insert_tenant(Deployment *d, const char *name, const char *quota);
 extern void cat_queue_tenants_job(Deployment *d);

@@ -534,8 +534,10 @@ dborch_xact_callback(XactEvent event, void *arg)
 
 /*
  * Is the dborch extension installed in this database, at the version this
- * library was built for?  A version mismatch is always an error; a missing
- * extension is one only when error_if_not is set.  Needs a transaction.
+ * library was built for?  With error_if_not (the SQL functions), an error
+ * says what is missing; without (the background workers, which wait for
+ * CREATE or ALTER EXTENSION to wake them), false, and a version mismatch
+ * is logged once per process.  Needs a transaction.
  */
 bool
 dborch_extension_ready(bool error_if_not)
@@ -574,11 +576,19 @@ dborch_extension_ready(bool error_if_not)
 	table_close(rel, AccessShareLock);
 
 	if (installed == NULL || strcmp(installed, DBORCH_VERSION) != 0)
-		ereport(ERROR,
+	{
+		static bool logged = false;
+
+		if (!error_if_not && logged)
+			return false;
+		logged = !error_if_not;
+		ereport(error_if_not ? ERROR : LOG,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("dborch library version %s does not match the installed extension version %s",
 						DBORCH_VERSION, installed ? installed : "(unknown)"),
 				 errhint("Run ALTER EXTENSION dborch UPDATE, or install the matching library and restart the server.")));
+		return false;
+	}
 	return true;
 }
 

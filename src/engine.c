@@ -46,13 +46,27 @@ engine_stop_process(pid_t pid, int first_signal, int grace_ms)
 }
 
 char *
+engine_dborch_password(int64 deployment_id)
+{
+	char	   *password = cat_secret(deployment_id, SECRET_DBORCH);
+
+	return password ? password : cat_secret(deployment_id, SECRET_OWNER);
+}
+
+const char *
+engine_redis_dborch_user(int64 deployment_id)
+{
+	return cat_secret(deployment_id, SECRET_DBORCH) ? REDIS_DBORCH_USER : "default";
+}
+
+char *
 engine_uri_host(const char *host)
 {
 	return strchr(host, ':') ? psprintf("[%s]", host) : pstrdup(host);
 }
 
 /*
- * Retry probe (a real client query with the generated credentials) every
+ * Retry probe (a real client query with dborch's own login) every
  * nap_ms, and after the first 200 ms at intervals doubling up to 25 ms (a
  * long crash recovery is not asked a hundred times a second, each a
  * connection the server forks for), until it succeeds; an error when the
@@ -60,10 +74,11 @@ engine_uri_host(const char *host)
  * names the program in messages.
  */
 void
-engine_wait_ready(Instance *inst, const char *password, int timeout_ms, int nap_ms,
+engine_wait_ready(Instance *inst, int timeout_ms, int nap_ms,
 				  EngineReadyProbe probe, const char *server, const char *log_file)
 {
 	const EngineOps *engine = engine_get(inst->engine);
+	char	   *password = engine_dborch_password(inst->deployment_id);
 	int64		started_ms = dborch_now_ms();
 	int64		deadline = started_ms + timeout_ms;
 	int			nap = nap_ms;

@@ -20,6 +20,7 @@
 #include "miscadmin.h"
 #include "storage/fd.h"
 #include "storage/latch.h"
+#include "utils/builtins.h"
 
 #include "backup.h"
 #include "dborch.h"
@@ -144,7 +145,9 @@ postgres_configure_network(Instance *inst)
 					"archive_command = %s\n"
 					"wal_log_hints = on\n"	/* pg_rewind after a failover */
 					/* after a crash, one syncfs() instead of an fsync per file */
-					"recovery_init_sync_method = syncfs\n",
+					"recovery_init_sync_method = syncfs\n"
+					/* the owner's CREATEROLE stops short of the OS (src/guard/dborch_guard.c) */
+					"shared_preload_libraries = 'dborch_guard'\n",
 					inst->deployment_name, inst->host, inst->port, inst->directory,
 					shared_buffers_kb, inst->deployment_name,
 					conf_literal(pgbr_archive_command(inst->deployment_name, inst->deployment_id)));
@@ -184,7 +187,7 @@ postgres_configure_network(Instance *inst)
  * with SCRAM on the listen address only.
  */
 static void
-postgres_configure_security(Instance *inst, const char *password)
+postgres_configure_security(Instance *inst)
 {
 	const char *mask = strchr(inst->host, ':') ? "128" : "32";
 	char	   *hba;
@@ -397,9 +400,9 @@ done:
 }
 
 static void
-postgres_check_ready(Instance *inst, const char *password, int timeout_ms)
+postgres_check_ready(Instance *inst, int timeout_ms)
 {
-	engine_wait_ready(inst, password, timeout_ms, 5, try_select_one, "postgres", "postgresql.log");
+	engine_wait_ready(inst, timeout_ms, 5, try_select_one, "postgres", "postgresql.log");
 }
 
 /* Fast shutdown (SIGINT), then SIGKILL after a minute. */
@@ -412,8 +415,8 @@ postgres_stop(Instance *inst)
 char *
 engine_postgres_conninfo(const char *directory, int port)
 {
-	return psprintf("host=%s/run port=%d user=postgres dbname=postgres application_name=dborch",
-					directory, port);
+	return psprintf("host=%s/run port=%d user=postgres dbname=postgres application_name=dborch"
+					" options='%s'", directory, port, DBORCH_PG_SESSION_OPTIONS);
 }
 
 PGconn *
@@ -436,8 +439,83 @@ engine_postgres_connect(Instance *inst)
 static char *
 postgres_connection_string(Instance *inst, const char *password)
 {
-	return psprintf("postgresql://postgres:%s@%s:%d/postgres",
+	return psprintf("postgresql://" OWNER_LOGIN ":%s@%s:%d/postgres",
 					password, engine_uri_host(inst->host), inst->port);
+}
+
+/* Run sql on a connection as dborch; an error names the instance. */
+static void
+admin_exec(PGconn *conn, Instance *inst, const char *sql)
+{
+	PGresult   *res = PQexec(conn, sql);
+	bool		ok = PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK;
+	const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	char	   *error = ok ? NULL : pstrdup(primary ? primary : PQerrorMessage(conn));
+
+	PQclear(res);
+	if (!ok)
+	{
+		PQfinish(conn);
+		ereport(ERROR, (errmsg("could not set the logins of deployment \"%s\" on %s:%d: %s",
+							   inst->deployment_name, inst->host, inst->port, error)));
+	}
+}
+
+/*
+ * The logins of the catalog, over the private socket: the superuser's
+ * password is dborch's, and the owner role exists with the owner's: LOGIN,
+ * CREATEDB, owner of database postgres and schema public, member of
+ * pg_read_all_data, pg_write_all_data, pg_monitor and pg_signal_backend;
+ * never SUPERUSER, REPLICATION or BYPASSRLS, nor a member of the roles that
+ * reach the operating system.  CREATEROLE only where dborch_guard is loaded
+ * (an instance started before dborch 0.2 gets it at its next start).
+ * Passwords travel as SCRAM verifiers, so no statement holds one in clear.
+ * Client sessions of the superuser over the network (the owner's, before
+ * dborch 0.2) are ended: the superuser is dborch's alone.
+ */
+static void
+postgres_apply_logins(Instance *inst)
+{
+	PGconn	   *conn = engine_postgres_connect(inst);
+	char	   *dborch_pw = cat_secret(inst->deployment_id, SECRET_DBORCH);
+	char	   *owner_pw = cat_secret(inst->deployment_id, SECRET_OWNER);
+	PGresult   *res;
+	bool		guarded;
+
+	if (dborch_pw == NULL || owner_pw == NULL)
+		elog(ERROR, "dborch: deployment \"%s\" has no logins yet", inst->deployment_name);
+	res = PQexec(conn, "SELECT pg_catalog.current_setting('shared_preload_libraries')"
+				 " ~ '(^|[, ])dborch_guard($|[, ])'");
+	guarded = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+		strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PQclear(res);
+	if (strcmp(inst->role, "primary") == 0)
+		admin_exec(conn, inst,
+				   psprintf("ALTER ROLE postgres PASSWORD %s;\n"
+							"DO $$ BEGIN\n"
+							"  IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = '" OWNER_LOGIN "') THEN\n"
+							"    CREATE ROLE " OWNER_LOGIN ";\n"
+							"  END IF;\n"
+							"END $$;\n"
+							"ALTER ROLE " OWNER_LOGIN " LOGIN NOSUPERUSER NOREPLICATION NOBYPASSRLS CREATEDB %s"
+							" INHERIT CONNECTION LIMIT -1 PASSWORD %s;\n"
+							"REVOKE pg_execute_server_program, pg_read_server_files, pg_write_server_files"
+							" FROM " OWNER_LOGIN ";\n"
+							"GRANT pg_read_all_data, pg_write_all_data, pg_monitor, pg_signal_backend"
+							" TO " OWNER_LOGIN ";\n"
+							"ALTER DATABASE postgres OWNER TO " OWNER_LOGIN ";\n"
+							"ALTER SCHEMA public OWNER TO " OWNER_LOGIN ";\n"
+							/* large objects are made by those a tenant's storage may hold */
+							"REVOKE EXECUTE ON FUNCTION " LO_CREATE_FUNCTIONS " FROM PUBLIC;\n"
+							"GRANT EXECUTE ON FUNCTION " LO_CREATE_FUNCTIONS " TO " OWNER_LOGIN ";\n",
+							quote_literal_cstr(dborch_scram_secret(dborch_pw)),
+							guarded ? "CREATEROLE" : "NOCREATEROLE",
+							quote_literal_cstr(dborch_scram_secret(owner_pw))));
+	admin_exec(conn, inst,
+			   "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity"
+			   " WHERE usename = 'postgres' AND backend_type = 'client backend'"
+			   " AND client_addr IS NOT NULL AND pid <> pg_catalog.pg_backend_pid()");
+	PQfinish(conn);
 }
 
 const EngineOps engine_postgres = {
@@ -450,6 +528,8 @@ const EngineOps engine_postgres = {
 	.start = postgres_start,
 	.running_pid = postgres_running_pid,
 	.check_ready = postgres_check_ready,
+	.apply_logins = postgres_apply_logins,
+	.logins_in_data = true,
 	.stop = postgres_stop,
 	.connection_string = postgres_connection_string,
 };

@@ -5,7 +5,7 @@
  *
  * Layout of an instance directory (mode 0700):
  *		redis.conf			port, bind address, memory, persistence (0600)
- *		users.acl			the default user and tenants' users (0600)
+ *		users.acl			dborch's, the owner's and the tenants' users (0600)
  *		data/				dump.rdb and the append-only files
  *		redis.pid, redis.log
  */
@@ -25,6 +25,7 @@
 #include "dborch.h"
 #include "engine.h"
 #include "spawn.h"
+#include "tenant.h"
 
 static const char *const redis_versions[] = {"7", NULL};
 
@@ -61,46 +62,85 @@ redis_configure_network(Instance *inst)
 	if (inst->max_connections > 0)
 		conf = psprintf("%smaxclients %d\n", conf, inst->max_connections);
 
-	/* a replica follows the current primary as its default user */
+	/* a replica follows the current primary as dborch's user */
 	if (strcmp(inst->role, "replica") == 0)
 	{
 		Instance   *primary = cat_primary_instance(inst->deployment_id);
 
 		if (primary == NULL)
 			elog(ERROR, "dborch: deployment \"%s\" has no primary", inst->deployment_name);
-		conf = psprintf("%sreplicaof %s %d\nmasteruser default\nmasterauth %s\n",
+		conf = psprintf("%sreplicaof %s %d\nmasteruser %s\nmasterauth %s\n",
 						conf, primary->host, primary->port,
-						cat_secret(inst->deployment_id, "password"));
+						engine_redis_dborch_user(inst->deployment_id),
+						engine_dborch_password(inst->deployment_id));
 	}
 	dborch_write_file(psprintf("%s/redis.conf", inst->directory), conf, 0600);
 }
 
 /*
- * users.acl (0600): the default user with the generated password, stored as
- * its SHA-256 (Redis' own format); tenants' users, added later with ACL
- * SETUSER and ACL SAVE, are kept when this runs again.
+ * What the deployment's owner may run: every data command on every key and
+ * channel, and what an application's operator uses (FLUSHALL, FLUSHDB,
+ * KEYS, INFO, SLOWLOG, CLIENT LIST and KILL, SORT, ROLE, LASTSAVE); nothing
+ * that changes the server: no CONFIG, ACL changes, MODULE, DEBUG, SHUTDOWN,
+ * REPLICAOF, SAVE and kin, FAILOVER, CLUSTER changes, MIGRATE, RESTORE,
+ * MONITOR, CLIENT PAUSE.
  */
-static void
-redis_configure_security(Instance *inst, const char *password)
+#define OWNER_RULES \
+	"~* &* +@all -@admin -@dangerous +flushall +flushdb +keys +info +sort +sort_ro" \
+	" +slowlog|get +slowlog|len +slowlog|reset +client|list +client|kill +role +lastsave" \
+	" +latency|latest +latency|history +latency|doctor"
+
+/* "#<SHA-256 of password in hex>": a password as Redis' ACL file keeps it. */
+char *
+engine_redis_password_hash(const char *password)
 {
-	char	   *path = psprintf("%s/users.acl", inst->directory);
-	char	   *old = dborch_read_file(path, true);
 	unsigned char digest[EVP_MAX_MD_SIZE];
 	unsigned int len;
-	StringInfoData acl;
-	char	   *line;
+	StringInfoData hash;
 
 	if (EVP_Digest(password, strlen(password), digest, &len, EVP_sha256(), NULL) != 1)
 		ereport(ERROR, (errmsg("could not hash the password")));
-	initStringInfo(&acl);
-	appendStringInfoString(&acl, "user default on #");
+	initStringInfo(&hash);
+	appendStringInfoChar(&hash, '#');
 	for (unsigned int i = 0; i < len; i++)
-		appendStringInfo(&acl, "%02x", digest[i]);
-	appendStringInfoString(&acl, " ~* &* +@all\n");
-	for (line = old ? strtok(old, "\n") : NULL; line != NULL; line = strtok(NULL, "\n"))
-		if (strncmp(line, "user default ", 13) != 0)
-			appendStringInfo(&acl, "%s\n", line);
-	dborch_write_file(path, acl.data, 0600);
+		appendStringInfo(&hash, "%02x", digest[i]);
+	return hash.data;
+}
+
+/*
+ * users.acl (0600), from the catalog, so that an instance that starts (a
+ * restart, a recovery, a new replica, a promotion) has every login as it
+ * is now: the default user off, dborch's user, the owner's, and each
+ * tenant's that has a password (read-only ones so).  Passwords are kept as
+ * their SHA-256, Redis' own format.  A deployment of dborch 0.1 not yet
+ * upgraded keeps 0.1's default user (all commands, the owner's password).
+ */
+static void
+redis_configure_security(Instance *inst)
+{
+	char	   *dborch_pw = cat_secret(inst->deployment_id, SECRET_DBORCH);
+	char	   *owner_pw = cat_secret(inst->deployment_id, SECRET_OWNER);
+	StringInfoData acl;
+	ListCell   *lc;
+
+	if (owner_pw == NULL)
+		elog(ERROR, "dborch: deployment \"%s\" has no password yet", inst->deployment_name);
+	initStringInfo(&acl);
+	if (dborch_pw == NULL)
+		appendStringInfo(&acl, "user default on %s ~* &* +@all\n", engine_redis_password_hash(owner_pw));
+	else
+		appendStringInfo(&acl,
+						 "user default off resetpass -@all\n"
+						 "user " REDIS_DBORCH_USER " on %s ~* &* +@all\n"
+						 "user " OWNER_LOGIN " on %s " OWNER_RULES "\n",
+						 engine_redis_password_hash(dborch_pw), engine_redis_password_hash(owner_pw));
+	foreach(lc, cat_tenants_with_login(inst->deployment_id))
+	{
+		Tenant	   *t = lfirst(lc);
+
+		appendStringInfo(&acl, "user %s %s\n", t->name, tenant_redis_acl_rules(t));
+	}
+	dborch_write_file(psprintf("%s/users.acl", inst->directory), acl.data, 0600);
 }
 
 static pid_t
@@ -164,7 +204,23 @@ redis_expect(redisContext *c, const char *expected, const char *fmt, const char 
 	return failure;
 }
 
-/* One attempt: connect, AUTH with the generated password, PING. */
+/* AUTH user password; NULL on success, else the reason. */
+static char *
+redis_auth(redisContext *c, const char *user, const char *password)
+{
+	const char *argv[] = {"AUTH", user, password};
+	redisReply *reply = redisCommandArgv(c, 3, argv, NULL);
+	char	   *failure = NULL;
+
+	if (reply == NULL)
+		return pstrdup(c->errstr);
+	if (reply->type == REDIS_REPLY_ERROR)
+		failure = pnstrdup(reply->str, reply->len);
+	freeReplyObject(reply);
+	return failure;
+}
+
+/* One attempt: connect, AUTH as dborch, PING. */
 static char *
 try_ping(Instance *inst, const char *password, int64 deadline)
 {
@@ -183,7 +239,7 @@ try_ping(Instance *inst, const char *password, int64 deadline)
 	else
 	{
 		redisSetTimeout(c, tv);
-		failure = redis_expect(c, "OK", "AUTH %s", password);
+		failure = redis_auth(c, engine_redis_dborch_user(inst->deployment_id), password);
 		if (failure == NULL)
 			failure = redis_expect(c, "PONG", "PING", NULL);
 	}
@@ -194,34 +250,159 @@ try_ping(Instance *inst, const char *password, int64 deadline)
 }
 
 static void
-redis_check_ready(Instance *inst, const char *password, int timeout_ms)
+redis_check_ready(Instance *inst, int timeout_ms)
 {
-	engine_wait_ready(inst, password, timeout_ms, 2, try_ping, "redis-server", "redis.log");
+	engine_wait_ready(inst, timeout_ms, 2, try_ping, "redis-server", "redis.log");
 }
 
-/* A blocking connection as the default user, for jobs (backups, tenants). */
+/* A blocking connection, logged in as user. */
 redisContext *
-engine_redis_connect(Instance *inst, const char *password)
+engine_redis_connect_as(Instance *inst, const char *user, const char *password)
 {
 	struct timeval tv = {10, 0};
 	redisContext *c = redisConnectWithTimeout(inst->host, inst->port, tv);
-	redisReply *reply;
+	char	   *failure;
 
 	if (c == NULL || c->err)
 		ereport(ERROR, (errmsg("could not connect to redis of deployment \"%s\": %s",
 							   inst->deployment_name, c ? c->errstr : "out of memory")));
 	redisSetTimeout(c, tv);
-	reply = redisCommand(c, "AUTH %s", password);
-	if (reply == NULL || reply->type == REDIS_REPLY_ERROR)
+	if ((failure = redis_auth(c, user, password)) != NULL)
 	{
-		if (reply)
-			freeReplyObject(reply);
 		redisFree(c);
-		ereport(ERROR, (errmsg("could not authenticate to redis of deployment \"%s\"",
-							   inst->deployment_name)));
+		ereport(ERROR, (errmsg("could not authenticate to redis of deployment \"%s\": %s",
+							   inst->deployment_name, failure)));
 	}
-	freeReplyObject(reply);
 	return c;
+}
+
+/* A blocking connection as dborch's user, for jobs (backups, tenants). */
+redisContext *
+engine_redis_connect(Instance *inst)
+{
+	return engine_redis_connect_as(inst, engine_redis_dborch_user(inst->deployment_id),
+								   engine_dborch_password(inst->deployment_id));
+}
+
+/* Run a command with arguments; an error reply is an error unless it says ignore. */
+static void
+redis_run(redisContext *c, Instance *inst, int argc, const char **argv, const char *ignore)
+{
+	redisReply *reply = redisCommandArgv(c, argc, argv, NULL);
+	char	   *error = NULL;
+
+	if (reply == NULL)
+		error = pstrdup(c->errstr);
+	else if (reply->type == REDIS_REPLY_ERROR &&
+			 (ignore == NULL || strstr(reply->str, ignore) == NULL))
+		error = pnstrdup(reply->str, reply->len);
+	if (reply)
+		freeReplyObject(reply);
+	if (error != NULL)
+		ereport(ERROR, (errmsg("redis %s %s on %s:%d of deployment \"%s\" failed: %s",
+							   argv[0], argc > 1 ? argv[1] : "", inst->host, inst->port,
+							   inst->deployment_name, error)));
+}
+
+/*
+ * The logins of a running instance as the catalog has them: the owner's
+ * ACL user, the default user off and its sessions ended (an owner's from
+ * dborch 0.1), a replica's link to its primary as dborch's user, the
+ * tenants' users with this version's rules, then ACL SAVE.  User by user, not ACL LOAD, which would disconnect every client
+ * of every user; the tenants' users are left as they are.
+ */
+static void
+redis_apply_logins(Instance *inst)
+{
+	redisContext *c = engine_redis_connect(inst);
+	char	   *owner_hash = engine_redis_password_hash(cat_secret(inst->deployment_id, SECRET_OWNER));
+	List	   *owner = NIL;
+	const char *default_off[] = {"ACL", "SETUSER", "default", "reset", "off"};
+	const char *save[] = {"ACL", "SAVE"};
+	const char *kill[] = {"CLIENT", "KILL", "USER", "default"};
+	char	   *rules;
+	char	   *rule;
+
+	/* ACL SETUSER owner reset on #hash <OWNER_RULES> */
+	owner = list_make5("ACL", "SETUSER", OWNER_LOGIN, "reset", "on");
+	owner = lappend(owner, owner_hash);
+	rules = pstrdup(OWNER_RULES);
+	for (rule = strtok(rules, " "); rule != NULL; rule = strtok(NULL, " "))
+		owner = lappend(owner, rule);
+	PG_TRY();
+	{
+		const char **argv = palloc(sizeof(char *) * list_length(owner));
+		ListCell   *lc;
+		ListCell   *la;
+		int			n = 0;
+
+		foreach(lc, owner)
+			argv[n++] = lfirst(lc);
+		redis_run(c, inst, n, argv, NULL);
+		if (strcmp(inst->role, "replica") == 0)
+		{
+			const char *user[] = {"CONFIG", "SET", "masteruser", engine_redis_dborch_user(inst->deployment_id)};
+			const char *auth[] = {"CONFIG", "SET", "masterauth", engine_dborch_password(inst->deployment_id)};
+
+			redis_run(c, inst, 4, user, NULL);
+			redis_run(c, inst, 4, auth, NULL);
+		}
+		redis_run(c, inst, lengthof(default_off), default_off, NULL);
+		/* tenants' users as this version makes them */
+		foreach(lc, cat_tenants_with_login(inst->deployment_id))
+		{
+			Tenant	   *t = lfirst(lc);
+			List	   *args = list_make2("ACL", "SETUSER");
+
+			args = lappend(args, t->name);
+			rules = tenant_redis_acl_rules(t);
+			for (rule = strtok(rules, " "); rule != NULL; rule = strtok(NULL, " "))
+				args = lappend(args, rule);
+			n = 0;
+			argv = repalloc(argv, sizeof(char *) * list_length(args));
+			foreach(la, args)
+				argv[n++] = lfirst(la);
+			redis_run(c, inst, n, argv, NULL);
+		}
+		redis_run(c, inst, lengthof(save), save, NULL);
+		redis_run(c, inst, lengthof(kill), kill, "No such user");
+	}
+	PG_FINALLY();
+	{
+		redisFree(c);
+	}
+	PG_END_TRY();
+}
+
+/*
+ * A deployment of dborch 0.1 gets dborch's own user, with password, on a
+ * running instance, logged in as 0.1 did (the default user and the
+ * owner's password): the first step of its upgrade (job_upgrade.c).
+ */
+void
+engine_redis_add_dborch_login(Instance *inst, const char *password)
+{
+	redisContext *c = engine_redis_connect_as(inst, "default",
+											  cat_secret(inst->deployment_id, SECRET_OWNER));
+	char	   *hash = engine_redis_password_hash(password);
+	const char *setuser[] = {"ACL", "SETUSER", REDIS_DBORCH_USER, "reset", "on", hash, "~*", "&*", "+@all"};
+	const char *user[] = {"CONFIG", "SET", "masteruser", REDIS_DBORCH_USER};
+	const char *auth[] = {"CONFIG", "SET", "masterauth", password};
+
+	PG_TRY();
+	{
+		redis_run(c, inst, lengthof(setuser), setuser, NULL);
+		if (strcmp(inst->role, "replica") == 0)
+		{
+			redis_run(c, inst, 4, user, NULL);
+			redis_run(c, inst, 4, auth, NULL);
+		}
+	}
+	PG_FINALLY();
+	{
+		redisFree(c);
+	}
+	PG_END_TRY();
 }
 
 /* SIGTERM: Redis flushes the append-only file and exits. */
@@ -234,7 +415,7 @@ redis_stop(Instance *inst)
 static char *
 redis_connection_string(Instance *inst, const char *password)
 {
-	return psprintf("redis://default:%s@%s:%d/0",
+	return psprintf("redis://" OWNER_LOGIN ":%s@%s:%d/0",
 					password, engine_uri_host(inst->host), inst->port);
 }
 
@@ -248,6 +429,7 @@ const EngineOps engine_redis = {
 	.start = redis_start,
 	.running_pid = redis_running_pid,
 	.check_ready = redis_check_ready,
+	.apply_logins = redis_apply_logins,
 	.stop = redis_stop,
 	.connection_string = redis_connection_string,
 };

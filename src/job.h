@@ -60,6 +60,7 @@ extern const JobKind job_kind_tenant_usage;
 extern const JobKind job_kind_move_tenant;
 extern const JobKind job_kind_scale;
 extern const JobKind job_kind_failover;
+extern const JobKind job_kind_upgrade;
 
 /*
  * Commit what a stage did so far, inside the stage (which is idempotent):
@@ -68,12 +69,18 @@ extern const JobKind job_kind_failover;
  */
 extern void job_commit_progress(void);
 
+/* In an undo: the job was cancelled before its first stage (nothing done). */
+extern bool job_never_started(JobContext *ctx);
+
 /*
  * Run fn(ctx, arg) in a subtransaction of the current transaction: an
  * error in it is rolled back alone and its message returned, and the
  * caller goes on; NULL when fn succeeded.
  */
 extern char *job_try(void (*fn) (JobContext *ctx, void *arg), JobContext *ctx, void *arg);
+
+/* job_upgrade.c: an upgrade job for a deployment an earlier dborch made */
+extern void job_queue_upgrade_if_needed(int64 deployment_id, const char *owner);
 
 /* job_deploy.c and job_destroy.c share the teardown of instances */
 extern void job_remove_instances(int64 deployment_id);
@@ -87,9 +94,9 @@ extern void deploy_stage_security(JobContext *ctx);
 extern void deploy_stage_start(JobContext *ctx);
 extern void deploy_stage_register(JobContext *ctx);
 extern void deploy_stage_health_validation(JobContext *ctx);
+extern void deploy_stage_logins(JobContext *ctx);
 extern void deploy_stage_finalize(JobContext *ctx);
 extern void undo_deploy(JobContext *ctx, const char *reason);
 extern Instance *load_instance(JobContext *ctx);
-extern char *load_password(JobContext *ctx);
 
 #endif							/* DBORCH_JOB_H */

@@ -110,8 +110,8 @@ stage_backup(JobContext *ctx)
 	}
 	else
 	{
-		RedisSnapshot *snap = redis_snapshot(inst, cat_secret(ctx->deployment_id, "password"),
-											 redis_backup_file(b), backup_passphrase(ctx->deployment_id));
+		RedisSnapshot *snap = redis_snapshot(inst, redis_backup_file(b),
+											 backup_passphrase(ctx->deployment_id));
 
 		cat_backup_record_redis(b->id, redis_backup_file(b), snap->size_bytes, snap->stored_bytes,
 								snap->keys, snap->keys_with_ttl, snap->checksum, snap->snapshot_at);

@@ -39,17 +39,6 @@ load_instance(JobContext *ctx)
 	return inst;
 }
 
-char *
-load_password(JobContext *ctx)
-{
-	char	   *password = cat_secret(ctx->deployment_id, "password");
-
-	if (password == NULL)
-		elog(ERROR, "dborch: deployment " INT64_FORMAT " has no password yet",
-			 ctx->deployment_id);
-	return password;
-}
-
 /* The owner's quotas still allow this deployment (checked again by deploy()). */
 void
 deploy_stage_quota_check(JobContext *ctx)
@@ -80,18 +69,32 @@ deploy_stage_node_selection(JobContext *ctx)
 	cat_set_deployment_node(ctx->deployment_id, LOCAL_NODE);
 }
 
+/* Is path the directory of one of instances (a List of Instance)? */
+static bool
+known_directory(List *instances, const char *path)
+{
+	ListCell   *lc;
+
+	foreach(lc, instances)
+		if (strcmp(((Instance *) lfirst(lc))->directory, path) == 0)
+			return true;
+	return false;
+}
+
 /*
  * A crash after an earlier attempt's prepare made its directory, but before
  * its instance row committed, leaves <name>-<id> behind with an id the
  * catalog never knew.  Names are unique among live deployments and destroy
- * removes its directories, so any such directory other than the instance's
- * own is that leftover.
+ * removes its directories, so any such directory that is no live instance's
+ * of this deployment (a retried deploy of a deployment whose replicas still
+ * run keeps theirs) is that leftover.
  */
 static void
 remove_unknown_directories(Deployment *d, Instance *inst)
 {
 	char	   *root = psprintf("%s/instances", dborch_data_root());
 	char	   *prefix = psprintf("%s-", d->name);
+	List	   *live = lappend(cat_live_instances(d->id), inst);
 	DIR		   *dir = AllocateDir(root);
 	struct dirent *de;
 
@@ -101,7 +104,7 @@ remove_unknown_directories(Deployment *d, Instance *inst)
 
 		if (strncmp(de->d_name, prefix, strlen(prefix)) == 0 &&
 			strspn(de->d_name + strlen(prefix), "0123456789") == strlen(de->d_name + strlen(prefix)) &&
-			strcmp(path, inst->directory) != 0)
+			!known_directory(live, path))
 		{
 			ereport(LOG, (errmsg("dborch: removing \"%s\", left by an interrupted deploy", path)));
 			dborch_remove_tree(path);
@@ -113,8 +116,9 @@ remove_unknown_directories(Deployment *d, Instance *inst)
 
 /*
  * The instance row (with its port and directory), the directory itself,
- * and the credentials: a warm-pool entry's password when a PostgreSQL
- * deployment takes one, else a new one.
+ * and the logins (see catalog.h): dborch's own password, a warm-pool
+ * entry's when a PostgreSQL deployment takes one, else a new one; and the
+ * owner's, always new.
  */
 void
 deploy_stage_prepare(JobContext *ctx)
@@ -136,7 +140,7 @@ deploy_stage_prepare(JobContext *ctx)
 	remove_unknown_directories(d, inst);
 	dborch_mkdir(inst->directory, 0700);
 
-	if (cat_secret(d->id, "password") == NULL)
+	if (cat_secret(d->id, SECRET_DBORCH) == NULL)
 	{
 		char	   *pool_directory;
 		char	   *password;
@@ -151,8 +155,10 @@ deploy_stage_prepare(JobContext *ctx)
 		}
 		else
 			password = dborch_random_password(32);
-		cat_set_secret(d->id, "password", password);
+		cat_set_secret(d->id, SECRET_DBORCH, password);
 	}
+	if (cat_secret(d->id, SECRET_OWNER) == NULL)
+		cat_set_secret(d->id, SECRET_OWNER, dborch_random_password(32));
 }
 
 static void
@@ -162,7 +168,8 @@ deploy_stage_provision(JobContext *ctx)
 	char	   *pool_directory = NULL;
 
 	(void) cat_pool_claimed_by(inst->id, &pool_directory);
-	engine_get(inst->engine)->provision(inst, load_password(ctx), pool_directory);
+	engine_get(inst->engine)->provision(inst, engine_dborch_password(ctx->deployment_id),
+										pool_directory);
 	if (pool_directory != NULL)
 	{
 		dborch_remove_tree(pool_directory);
@@ -183,7 +190,7 @@ deploy_stage_security(JobContext *ctx)
 {
 	Instance   *inst = load_instance(ctx);
 
-	engine_get(inst->engine)->configure_security(inst, load_password(ctx));
+	engine_get(inst->engine)->configure_security(inst);
 }
 
 void
@@ -214,7 +221,21 @@ deploy_stage_health_validation(JobContext *ctx)
 {
 	Instance   *inst = load_instance(ctx);
 
-	engine_get(inst->engine)->check_ready(inst, load_password(ctx), dborch_start_timeout_ms);
+	engine_get(inst->engine)->check_ready(inst, dborch_start_timeout_ms);
+}
+
+/*
+ * Logins that live in the data (PostgreSQL's roles: the owner's role) are
+ * made once the server runs; Redis had its aclfile before it started.
+ */
+void
+deploy_stage_logins(JobContext *ctx)
+{
+	Instance   *inst = load_instance(ctx);
+	const EngineOps *engine = engine_get(inst->engine);
+
+	if (engine->logins_in_data)
+		engine->apply_logins(inst);
 }
 
 void
@@ -258,6 +279,7 @@ static const JobStage deploy_stages[] = {
 	{"start", deploy_stage_start},
 	{"register", deploy_stage_register},
 	{"health_validation", deploy_stage_health_validation},
+	{"logins", deploy_stage_logins},
 	{"finalize", deploy_stage_finalize},
 };
 

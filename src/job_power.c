@@ -43,6 +43,8 @@ stage_start(JobContext *ctx)
 	{
 		Instance   *inst = lfirst(lc);
 
+		/* logins as the catalog has them now (a tenant made while it was stopped) */
+		engine_get(inst->engine)->configure_security(inst);
 		cat_set_instance_status(inst->id, "starting", engine_get(inst->engine)->start(inst));
 	}
 }
@@ -50,14 +52,13 @@ stage_start(JobContext *ctx)
 static void
 stage_health_validation(JobContext *ctx)
 {
-	char	   *password = cat_secret(ctx->deployment_id, "password");
 	ListCell   *lc;
 
 	foreach(lc, cat_live_instances(ctx->deployment_id))
 	{
 		Instance   *inst = lfirst(lc);
 
-		engine_get(inst->engine)->check_ready(inst, password, dborch_start_timeout_ms);
+		engine_get(inst->engine)->check_ready(inst, dborch_start_timeout_ms);
 		cat_set_instance_status(inst->id, "running", -1);
 	}
 }
@@ -66,6 +67,7 @@ static void
 stage_started(JobContext *ctx)
 {
 	cat_set_deployment_status(ctx->deployment_id, "ready", "starting", NULL);
+	job_queue_upgrade_if_needed(ctx->deployment_id, cat_deployment(ctx->deployment_id)->owner);
 	cat_event(DBORCH_ACTOR, ctx->deployment_id, ctx->job_id, "started",
 			  "deployment started on request", NULL);
 }
@@ -73,6 +75,14 @@ stage_started(JobContext *ctx)
 static void
 undo_power(JobContext *ctx, const char *reason)
 {
+	/* cancelled while queued: the deployment is as it was */
+	if (job_never_started(ctx))
+	{
+		if (cat_set_deployment_status(ctx->deployment_id, "ready", "stopping", NULL))
+			cat_refresh_deployment_status(ctx->deployment_id);
+		cat_set_deployment_status(ctx->deployment_id, "stopped", "starting", NULL);
+		return;
+	}
 	cat_set_deployment_status(ctx->deployment_id, "failed", "stopping,starting", reason);
 }
 

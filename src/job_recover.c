@@ -27,13 +27,20 @@ instance_to_recover(JobContext *ctx)
 	return inst;
 }
 
+/*
+ * The logins are written anew first (Redis' aclfile, from the catalog): a
+ * tenant made or changed while the instance was down is there when it
+ * answers again.
+ */
 static void
 stage_restart(JobContext *ctx)
 {
 	Instance   *inst = instance_to_recover(ctx);
 
-	if (inst != NULL)
-		cat_set_instance_pid(inst->id, engine_get(inst->engine)->start(inst));
+	if (inst == NULL)
+		return;
+	engine_get(inst->engine)->configure_security(inst);
+	cat_set_instance_pid(inst->id, engine_get(inst->engine)->start(inst));
 }
 
 static void
@@ -42,8 +49,7 @@ stage_health_validation(JobContext *ctx)
 	Instance   *inst = instance_to_recover(ctx);
 
 	if (inst != NULL)
-		engine_get(inst->engine)->check_ready(inst, cat_secret(ctx->deployment_id, "password"),
-											  dborch_start_timeout_ms);
+		engine_get(inst->engine)->check_ready(inst, dborch_start_timeout_ms);
 }
 
 /* Tell the prober to look now: its probe turns the instance running. */
@@ -57,6 +63,7 @@ stage_finalize(JobContext *ctx)
 	cat_event(DBORCH_ACTOR, ctx->deployment_id, ctx->job_id, "restarted",
 			  psprintf("restarted instance %s:%d", inst->host, inst->port), NULL);
 	dborch_wake_prober(true);
+	job_queue_upgrade_if_needed(ctx->deployment_id, cat_deployment(ctx->deployment_id)->owner);
 }
 
 /* replica_reconfigure_primary() in the shape job_try() calls */

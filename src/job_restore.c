@@ -124,32 +124,22 @@ connect_after_recovery(Instance *inst)
 	}
 }
 
-/* The restored PostgreSQL's superuser gets this deployment's password. */
-static void
-postgres_credentials(Instance *inst, const char *password)
-{
-	PGconn	   *conn = connect_after_recovery(inst);
-	PGresult   *res = PQexec(conn, psprintf("ALTER ROLE postgres PASSWORD %s",
-											quote_literal_cstr(dborch_scram_secret(password))));
-	bool		ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-	const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-	char	   *error = pstrdup(primary ? primary : PQerrorMessage(conn));
-
-	PQclear(res);
-	PQfinish(conn);
-	if (!ok)
-		ereport(ERROR, (errmsg("could not set the password of the restored PostgreSQL: %s", error)));
-}
-
+/*
+ * The restored data gets this deployment's logins: PostgreSQL's superuser
+ * and owner roles their passwords once recovery is over (the data has the
+ * source's); Redis had its aclfile, from the catalog, before it started.
+ */
 static void
 stage_credentials(JobContext *ctx)
 {
 	Instance   *inst = load_instance(ctx);
-	char	   *password = load_password(ctx);
+	const EngineOps *engine = engine_get(inst->engine);
 
-	/* Redis: its password is in the configuration and aclfile written before the start */
-	if (strcmp(inst->engine, "postgres") == 0)
-		postgres_credentials(inst, password);
+	if (engine->logins_in_data)
+	{
+		PQfinish(connect_after_recovery(inst));
+		engine->apply_logins(inst);
+	}
 }
 
 /*
@@ -275,6 +265,13 @@ stage_in_place_finalize(JobContext *ctx)
 static void
 undo_in_place(JobContext *ctx, const char *reason)
 {
+	/* cancelled while queued: the data was never touched */
+	if (job_never_started(ctx))
+	{
+		if (cat_set_deployment_status(ctx->deployment_id, "ready", "restoring", NULL))
+			cat_refresh_deployment_status(ctx->deployment_id);
+		return;
+	}
 	cat_set_deployment_status(ctx->deployment_id, "failed", "restoring",
 							  psprintf("restore in place failed: %s", reason));
 }

@@ -69,7 +69,7 @@ start_and_check(Instance *inst)
 	const EngineOps *engine = engine_get(inst->engine);
 
 	cat_set_instance_status(inst->id, "starting", engine->start(inst));
-	engine->check_ready(inst, cat_secret(inst->deployment_id, "password"), dborch_start_timeout_ms);
+	engine->check_ready(inst, dborch_start_timeout_ms);
 	cat_set_instance_status(inst->id, "running", engine->running_pid(inst));
 }
 
@@ -171,7 +171,7 @@ stage_add_replicas(JobContext *ctx)
 		dborch_mkdir(r->directory, 0700);
 		replica_provision(primary, r);
 		engine->configure_network(r);
-		engine->configure_security(r, cat_secret(ctx->deployment_id, "password"));
+		engine->configure_security(r);
 		start_and_check(r);
 		replica_wait_streaming(primary, r);
 		cat_event(DBORCH_ACTOR, ctx->deployment_id, ctx->job_id, "replica_added",
@@ -260,7 +260,7 @@ stage_memory(JobContext *ctx)
 		foreach(lc, cat_live_instances(ctx->deployment_id))
 		{
 			Instance   *inst = lfirst(lc);
-			redisContext *c = engine_redis_connect(inst, cat_secret(ctx->deployment_id, "password"));
+			redisContext *c = engine_redis_connect(inst);
 			redisReply *reply = redisCommand(c, "CONFIG SET maxmemory " INT64_FORMAT, memory);
 
 			if (reply == NULL || reply->type == REDIS_REPLY_ERROR)
@@ -293,8 +293,7 @@ stage_memory(JobContext *ctx)
 	repoint_replicas(ctx->deployment_id);
 	primary = cat_instance(primary->id);
 	replica_rejoin(cat_primary_instance(ctx->deployment_id), primary);
-	engine_get(primary->engine)->check_ready(primary, cat_secret(ctx->deployment_id, "password"),
-											 dborch_start_timeout_ms);
+	engine_get(primary->engine)->check_ready(primary, dborch_start_timeout_ms);
 	cat_set_instance_status(primary->id, "running", -1);
 	replica_reconfigure_primary(ctx->deployment_id);
 }

@@ -64,9 +64,27 @@ stage_create(JobContext *ctx)
 		return;
 	inst = serving_instance(ctx->deployment_id);
 	if (is_postgres(inst))
-		tenant_pg_create(inst, pending);
+	{
+		List	   *refused = tenant_pg_create(inst, pending);
+		ListCell   *lc;
+
+		foreach(lc, refused)
+		{
+			Tenant	   *t = lfirst(lc);
+
+			cat_tenant_set_status(t->id, "failed",
+								  psprintf("a role or schema named \"%s\" already exists in the instance"
+										   " and is no tenant of dborch's: drop it, or choose another name",
+										   t->name));
+			cat_event(DBORCH_ACTOR, ctx->deployment_id, ctx->job_id, "tenant_failed",
+					  psprintf("tenant %s not created: a role or schema of that name exists and is not dborch's",
+							   t->name),
+					  psprintf("{\"tenant\": \"%s\"}", t->name));
+			pending = list_delete_ptr(pending, t);
+		}
+	}
 	else
-		tenant_redis_create(inst, cat_secret(ctx->deployment_id, "password"), pending);
+		tenant_redis_create(inst, pending);
 	cat_tenants_created(ctx->deployment_id, ctx->job_id, pending);
 }
 
@@ -87,7 +105,7 @@ stage_drop(JobContext *ctx)
 		if (is_postgres(inst))
 			tenant_pg_drop(inst, t->name);
 		else
-			tenant_redis_drop(inst, cat_secret(ctx->deployment_id, "password"), t->name);
+			tenant_redis_drop(inst, t->name);
 		cat_tenant_dropped(t->id);
 		cat_event(DBORCH_ACTOR, ctx->deployment_id, ctx->job_id, "tenant_dropped",
 				  psprintf("tenant %s dropped with its data", t->name),
@@ -166,7 +184,6 @@ measure_deployment(JobContext *ctx, void *arg)
 	int64		deployment_id = *(int64 *) arg;
 	List	   *tenants = cat_tenants_in(deployment_id, "active");
 	Instance   *inst = serving_instance(deployment_id);
-	char	   *password = cat_secret(deployment_id, "password");
 	TenantUsage *usage = palloc0(sizeof(TenantUsage) * Max(list_length(tenants), 1));
 	ListCell   *lc;
 	int			i = 0;
@@ -174,7 +191,7 @@ measure_deployment(JobContext *ctx, void *arg)
 	if (is_postgres(inst))
 		tenant_pg_usage(inst, tenants, usage);
 	else
-		tenant_redis_usage(inst, password, tenants, usage);
+		tenant_redis_usage(inst, tenants, usage);
 	foreach(lc, tenants)
 	{
 		Tenant	   *t = lfirst(lc);
@@ -186,7 +203,7 @@ measure_deployment(JobContext *ctx, void *arg)
 			if (is_postgres(inst))
 				tenant_pg_set_read_only(inst, t->name, reason != NULL);
 			else
-				tenant_redis_set_read_only(inst, password, t, reason != NULL);
+				tenant_redis_set_read_only(inst, t, reason != NULL);
 			cat_tenant_quota_changed(t->id, reason != NULL, reason ? reason : "back within quota");
 		}
 		i++;
@@ -251,6 +268,13 @@ target_id(JobContext *ctx)
 	return cat_json_int64(ctx->args, "target_id");
 }
 
+/* Where a PostgreSQL move keeps its dump while it copies. */
+static char *
+move_directory(JobContext *ctx)
+{
+	return psprintf("%s/moves/job-" INT64_FORMAT, dborch_backup_root(), ctx->job_id);
+}
+
 /* Has the catalog switched to the target yet? */
 static bool
 switched(JobContext *ctx, Tenant *t)
@@ -264,17 +288,32 @@ set_read_only(Instance *inst, int64 deployment_id, Tenant *t, bool read_only)
 	if (is_postgres(inst))
 		tenant_pg_set_read_only(inst, t->name, read_only);
 	else
-		tenant_redis_set_read_only(inst, cat_secret(deployment_id, "password"), t, read_only);
+		tenant_redis_set_read_only(inst, t, read_only);
 }
 
-/* No writes on the source while the data is copied. */
+/*
+ * The target must not hold the tenant's name already (the catalog says it
+ * has no such tenant, but the instance may: an owner's role, a locked-out
+ * tenant of restored data, keys with the prefix): a move never adopts.
+ * Then no writes on the source while the data is copied.
+ */
 static void
 stage_move_prepare(JobContext *ctx)
 {
 	Tenant	   *t = moving_tenant(ctx);
+	Instance   *target;
 
-	if (!switched(ctx, t))
-		set_read_only(serving_instance(ctx->deployment_id), ctx->deployment_id, t, true);
+	if (switched(ctx, t))
+		return;
+	target = serving_instance(target_id(ctx));
+	if (is_postgres(target) ? tenant_pg_name_taken(target, t->name)
+		: tenant_redis_name_taken(target, t->name))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("deployment \"%s\" already holds %s named \"%s\"", target->deployment_name,
+						is_postgres(target) ? "a role or schema" : "an ACL user or keys", t->name),
+				 errhint("Drop it there, or move the tenant elsewhere.")));
+	set_read_only(serving_instance(ctx->deployment_id), ctx->deployment_id, t, true);
 }
 
 static void
@@ -287,9 +326,15 @@ stage_move_create(JobContext *ctx)
 		return;
 	target = serving_instance(target_id(ctx));
 	if (is_postgres(target))
-		tenant_pg_create(target, list_make1(t));
+	{
+		if (tenant_pg_create(target, list_make1(t)) != NIL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("deployment \"%s\" holds a role or schema named \"%s\" that is no tenant",
+							target->deployment_name, t->name)));
+	}
 	else
-		tenant_redis_create(target, cat_secret(target_id(ctx), "password"), list_make1(t));
+		tenant_redis_create(target, list_make1(t));
 }
 
 static void
@@ -304,11 +349,9 @@ stage_move_copy(JobContext *ctx)
 	source = serving_instance(ctx->deployment_id);
 	target = serving_instance(target_id(ctx));
 	if (is_postgres(source))
-		tenant_pg_copy(source, target, t->name,
-					   psprintf("%s/moves/job-" INT64_FORMAT, dborch_backup_root(), ctx->job_id));
+		tenant_pg_copy(source, target, t->name, move_directory(ctx));
 	else
-		tenant_redis_copy(source, cat_secret(ctx->deployment_id, "password"),
-						  target, cat_secret(target_id(ctx), "password"), t->name);
+		tenant_redis_copy(source, target, t->name);
 }
 
 /* Counts and checksums on both sides must agree before anything switches. */
@@ -331,8 +374,8 @@ stage_move_compare(JobContext *ctx)
 	}
 	else
 	{
-		before = tenant_redis_fingerprint(source, cat_secret(ctx->deployment_id, "password"), t->name);
-		after = tenant_redis_fingerprint(target, cat_secret(target_id(ctx), "password"), t->name);
+		before = tenant_redis_fingerprint(source, t->name);
+		after = tenant_redis_fingerprint(target, t->name);
 	}
 	if (strcmp(before, after) != 0)
 		ereport(ERROR,
@@ -362,7 +405,7 @@ stage_move_drop_source(JobContext *ctx)
 	if (is_postgres(source))
 		tenant_pg_drop(source, t->name);
 	else
-		tenant_redis_drop(source, cat_secret(ctx->deployment_id, "password"), t->name);
+		tenant_redis_drop(source, t->name);
 }
 
 static void
@@ -383,12 +426,25 @@ stage_move_finalize(JobContext *ctx)
  * (unless over quota).  After it: the tenant is active where it is; the
  * source's leftovers are reported.
  */
+/* Did the job get to (or past) creating the tenant on the target? */
+static bool
+created_on_target(JobContext *ctx)
+{
+	char	   *stage = cat_job(ctx->job_id)->stage;
+
+	return stage != NULL && strcmp(stage, "prepare") != 0;
+}
+
 static void
 undo_move(JobContext *ctx, const char *reason)
 {
 	Tenant	   *t = moving_tenant(ctx);
 
-	if (!switched(ctx, t))
+	/*
+	 * Cancelled while queued, or stopped in prepare (the target holds the
+	 * name: not ours to drop): nothing was made on either side.
+	 */
+	if (created_on_target(ctx) && !switched(ctx, t))
 	{
 		Instance   *target = cat_primary_instance(target_id(ctx));
 		Instance   *source = cat_primary_instance(ctx->deployment_id);
@@ -398,11 +454,13 @@ undo_move(JobContext *ctx, const char *reason)
 			if (is_postgres(target))
 				tenant_pg_drop(target, t->name);
 			else
-				tenant_redis_drop(target, cat_secret(target_id(ctx), "password"), t->name);
+				tenant_redis_drop(target, t->name);
 		}
 		if (source != NULL)
 			set_read_only(source, ctx->deployment_id, t, t->read_only);
 	}
+	/* a dump left by a killed worker holds the tenant's data in clear */
+	dborch_remove_tree(move_directory(ctx));
 	cat_tenant_set_status(t->id, "active", psprintf("move failed: %s", reason));
 }
 

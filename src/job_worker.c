@@ -41,7 +41,8 @@ static const JobKind *const job_kinds[] = {
 	&job_kind_deploy, &job_kind_destroy, &job_kind_warm_pool, &job_kind_recover,
 	&job_kind_stop, &job_kind_start, &job_kind_deliver_alerts, &job_kind_backup,
 	&job_kind_verify, &job_kind_restore, &job_kind_restore_in_place, &job_kind_tenants,
-	&job_kind_tenant_usage, &job_kind_move_tenant, &job_kind_scale, &job_kind_failover
+	&job_kind_tenant_usage, &job_kind_move_tenant, &job_kind_scale, &job_kind_failover,
+	&job_kind_upgrade
 };
 
 /* Errors that another attempt cannot fix. */
@@ -122,6 +123,12 @@ job_try(void (*fn) (JobContext *ctx, void *arg), JobContext *ctx, void *arg)
 	return cat_try(job_try_call, &call);
 }
 
+bool
+job_never_started(JobContext *ctx)
+{
+	return cat_job(ctx->job_id)->stage == NULL;
+}
+
 void
 job_commit_progress(void)
 {
@@ -183,6 +190,18 @@ finish_unsuccessfully(const JobKind *kind, JobContext *ctx, const char *state,
 	cat_commit();
 }
 
+/* Why a job stops: who cancelled it (cancel_job() records it as the job's error). */
+static char *
+cancel_reason(JobContext *ctx)
+{
+	Job		   *job;
+
+	cat_begin();
+	job = cat_job(ctx->job_id);
+	cat_commit();
+	return job->error ? job->error : "cancelled";
+}
+
 /* Run the stages of a job from the recorded one to the end. */
 static void
 run_stages(const JobKind *kind, JobContext *ctx, const char *resume_stage)
@@ -198,7 +217,7 @@ run_stages(const JobKind *kind, JobContext *ctx, const char *resume_stage)
 	if (!enter_stage(kind, ctx, first))
 	{
 		cat_commit();
-		finish_unsuccessfully(kind, ctx, "cancelled", "cancelled");
+		finish_unsuccessfully(kind, ctx, "cancelled", cancel_reason(ctx));
 		return;
 	}
 	cat_commit();
@@ -219,7 +238,7 @@ run_stages(const JobKind *kind, JobContext *ctx, const char *resume_stage)
 		cat_commit();
 		if (!go_on)
 		{
-			finish_unsuccessfully(kind, ctx, "cancelled", "cancelled");
+			finish_unsuccessfully(kind, ctx, "cancelled", cancel_reason(ctx));
 			return;
 		}
 	}
@@ -296,7 +315,7 @@ run_job(int64 job_id, int attempt, MemoryContext job_mcxt)
 	PG_TRY();
 	{
 		if (job->cancel_requested)
-			finish_unsuccessfully(kind, ctx, "cancelled", "cancelled");
+			finish_unsuccessfully(kind, ctx, "cancelled", cancel_reason(ctx));
 		else if (job->attempts > job->max_attempts)
 			finish_unsuccessfully(kind, ctx, "failed",
 								  psprintf("gave up after %d attempts: %s", job->max_attempts,

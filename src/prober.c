@@ -51,17 +51,21 @@
 
 #include "catalog.h"
 #include "dborch.h"
+#include "engine.h"
 #include "procstat.h"
 
 /* One round trip: every PostgreSQL metric dborch records. */
 #define PG_PROBE_SQL \
-	"SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'), " \
-	"(SELECT sum(xact_commit) FROM pg_stat_database), " \
-	"(SELECT sum(pg_database_size(oid)) FROM pg_database WHERE datallowconn), " \
-	"pg_is_in_recovery(), " \
-	"CASE WHEN pg_is_in_recovery() " \
-	"  THEN pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()) " \
-	"  ELSE (SELECT max(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)) FROM pg_stat_replication) END"
+	"SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_stat_activity" \
+	"        WHERE backend_type = 'client backend'), " \
+	"(SELECT pg_catalog.sum(xact_commit) FROM pg_catalog.pg_stat_database), " \
+	"(SELECT pg_catalog.sum(pg_catalog.pg_database_size(oid)) FROM pg_catalog.pg_database" \
+	"  WHERE datallowconn), " \
+	"pg_catalog.pg_is_in_recovery(), " \
+	"CASE WHEN pg_catalog.pg_is_in_recovery() " \
+	"  THEN pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_last_wal_receive_lsn(), pg_catalog.pg_last_wal_replay_lsn()) " \
+	"  ELSE (SELECT pg_catalog.max(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), replay_lsn))" \
+	"        FROM pg_catalog.pg_stat_replication) END"
 
 #define REDIS_PROBE_COMMAND "INFO clients memory stats keyspace"
 
@@ -104,7 +108,8 @@ typedef struct Target
 	bool		is_postgres;
 	char	   *host;
 	int			port;
-	char	   *password;
+	char	   *password;		/* dborch's own (engine_dborch_password()) */
+	char	   *redis_user;		/* the ACL user it belongs to */
 	int			pid;
 	bool		catalog_down;	/* instances.status is 'down' */
 	bool		seen;			/* found by the latest catalog reload */
@@ -118,6 +123,7 @@ typedef struct Target
 	int			wes_pos;		/* position in the WaitEventSet, -1 if none */
 	bool		fd_acquired;
 	bool		close_pending;	/* close outside hiredis callbacks */
+	bool		script_killed;	/* Redis: a runaway script was killed, for an event */
 	bool		closing;		/* we are closing: ignore hiredis callbacks */
 
 	/* timing */
@@ -401,9 +407,9 @@ static void
 pg_connect(Target *t)
 {
 	const char *keys[] = {"host", "port", "user", "password", "dbname", "application_name",
-	"sslmode", "gssencmode", NULL};
+	"sslmode", "gssencmode", "options", NULL};
 	const char *values[] = {t->host, psprintf("%d", t->port), "postgres", t->password,
-	"postgres", "dborch prober", "disable", "disable", NULL};
+	"postgres", "dborch prober", "disable", "disable", DBORCH_PG_SESSION_OPTIONS, NULL};
 
 	t->pg = PQconnectStartParams(keys, values, 0);
 	if (t->pg == NULL || PQstatus(t->pg) == CONNECTION_BAD)
@@ -611,6 +617,22 @@ info_keys(const char *info)
 	return keys;
 }
 
+/* The answer to SCRIPT KILL or FUNCTION KILL: noted when one was killed. */
+static void
+redis_on_kill(redisAsyncContext *ac, void *r, void *privdata)
+{
+	Target	   *t = privdata;
+	redisReply *reply = r;
+
+	if (reply == NULL || t->closing)
+		return;
+	if (reply->type == REDIS_REPLY_STATUS && strcmp(reply->str, "OK") == 0)
+	{
+		t->script_killed = true;
+		next_flush_at = 0;
+	}
+}
+
 static void
 redis_on_info(redisAsyncContext *ac, void *r, void *privdata)
 {
@@ -620,6 +642,23 @@ redis_on_info(redisAsyncContext *ac, void *r, void *privdata)
 
 	if (reply == NULL || t->closing)
 		return;					/* freed or disconnected: handled there */
+	if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "BUSY", 4) == 0)
+	{
+		/*
+		 * A script (a tenant's, say) has run past busy-reply-threshold and
+		 * the server answers nothing else: kill it, so that one runaway
+		 * script does not take the whole deployment down.  Redis still
+		 * serves SCRIPT KILL and FUNCTION KILL now; a script that wrote
+		 * cannot be killed (UNKILLABLE), and the misses then run their
+		 * course.  A miss, on the same connection.
+		 */
+		(void) redisAsyncCommand(ac, redis_on_kill, t, "SCRIPT KILL");
+		(void) redisAsyncCommand(ac, redis_on_kill, t, "FUNCTION KILL");
+		count_miss(t, pnstrdup(reply->str, reply->len));
+		t->phase = PHASE_IDLE;
+		t->next_at = dborch_now_ms() + RETRY_MIN_MS;
+		return;
+	}
 	if (reply->type == REDIS_REPLY_ERROR)
 	{
 		char	   *error = pnstrdup(reply->str, reply->len);
@@ -705,7 +744,8 @@ redis_connect(Target *t)
 	redisAsyncSetDisconnectCallback(ac, redis_on_disconnect);
 	target_set_socket(t, ac->c.fd);
 	t->phase = PHASE_CONNECTING;
-	if (redisAsyncCommand(ac, redis_on_auth, t, "AUTH %s", t->password ? t->password : "") != REDIS_OK)
+	if (redisAsyncCommand(ac, redis_on_auth, t, "AUTH %s %s", t->redis_user,
+						  t->password ? t->password : "") != REDIS_OK)
 		probe_failed(t, "could not send AUTH");
 }
 
@@ -828,6 +868,7 @@ target_free(Target *t)
 	pfree(t->host);
 	if (t->password)
 		pfree(t->password);
+	pfree(t->redis_user);
 	if (t->last_error)
 		pfree(t->last_error);
 	pfree(t);
@@ -858,10 +899,12 @@ reload_targets(void)
 		const char *host = cat_value(r, i, "host");
 		int			port = atoi(cat_value(r, i, "port"));
 		const char *password = cat_value(r, i, "password");
+		const char *redis_user = cat_value(r, i, "redis_user");
 		const char *pid = cat_value(r, i, "pid");
 		Target	   *t = find_target(id);
 
 		if (t != NULL && (strcmp(t->host, host) != 0 || t->port != port ||
+						  strcmp(t->redis_user, redis_user) != 0 ||
 						  (password && (!t->password || strcmp(t->password, password) != 0))))
 		{
 			/* moved or new credentials: start over */
@@ -881,6 +924,7 @@ reload_targets(void)
 			t->host = pstrdup(host);
 			t->port = port;
 			t->password = password ? pstrdup(password) : NULL;
+			t->redis_user = pstrdup(redis_user);
 			t->sock = PGINVALID_SOCKET;
 			t->wes_pos = -1;
 			t->phase = PHASE_DISCONNECTED;
@@ -951,6 +995,17 @@ static void
 record_probes(void *samples)
 {
 	cat_record_probes(samples);
+}
+
+static void
+write_script_killed(void *arg)
+{
+	Target	   *t = arg;
+
+	cat_event(DBORCH_ACTOR, t->deployment_id, 0, "script_killed",
+			  psprintf("a script ran past busy-reply-threshold on %s:%d and was killed (SCRIPT KILL):"
+					   " the server answers again", t->host, t->port),
+			  psprintf("{\"instance_id\": " INT64_FORMAT "}", t->instance_id));
 }
 
 static void
@@ -1047,6 +1102,13 @@ flush(void)
 		cat_begin();
 		if (buf.len > 2 && (error = cat_try(record_probes, buf.data)) != NULL)
 			ereport(LOG, (errmsg("dborch prober: the samples of this period are lost: %s", error)));
+		foreach(lc, targets)
+		{
+			Target	   *t = lfirst(lc);
+
+			if (t->script_killed && cat_try(write_script_killed, t) == NULL)
+				t->script_killed = false;
+		}
 		foreach(lc, todo)
 		{
 			Transition *tr = lfirst(lc);

@@ -72,7 +72,7 @@ pg_value(Instance *inst, const char *sql, const char *param)
 static char *
 redis_info(Instance *inst, const char *section)
 {
-	redisContext *c = engine_redis_connect(inst, cat_secret(inst->deployment_id, "password"));
+	redisContext *c = engine_redis_connect(inst);
 	redisReply *reply = redisCommand(c, "INFO %s", section);
 	char	   *text = NULL;
 
@@ -89,7 +89,7 @@ redis_info(Instance *inst, const char *section)
 static void
 redis_simple(Instance *inst, const char *command, const char *a, const char *b)
 {
-	redisContext *c = engine_redis_connect(inst, cat_secret(inst->deployment_id, "password"));
+	redisContext *c = engine_redis_connect(inst);
 	redisReply *reply = a ? redisCommand(c, command, a, b) : redisCommand(c, command);
 	bool		ok = reply != NULL && reply->type != REDIS_REPLY_ERROR;
 	char	   *error = reply && reply->str ? pstrdup(reply->str) : pstrdup(c->errstr);
@@ -301,7 +301,7 @@ replica_rejoin(Instance *primary, Instance *former)
 			replica_provision(primary, former);
 		}
 		/* pg_rewind brings the source's configuration along: ours goes back */
-		engine->configure_security(former, cat_secret(former->deployment_id, "password"));
+		engine->configure_security(former);
 	}
 	engine->configure_network(former);
 	cat_set_instance_pid(former->id, engine->start(former));

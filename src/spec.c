@@ -136,6 +136,26 @@ spec_parse_size(const char *kind, const char *name, const char *text)
 	return 0;					/* keep compiler quiet */
 }
 
+/*
+ * The memory a deployment of engine runs with, from text ("256MB"): between
+ * the engine's minimum and MAX_MEMORY (so that a memory times the instances
+ * of a deployment never overflows), in whole kilobytes; deploy()'s option
+ * and scale()'s argument alike (kind "option" or "argument").
+ */
+int64
+spec_memory_bytes(const EngineOps *engine, const char *kind, const char *text)
+{
+	int64		bytes = spec_parse_size(kind, "memory", text);
+
+	if (bytes < engine->min_memory || bytes > MAX_MEMORY)
+		value_error(kind, "memory", quote_literal_cstr(text),
+					psprintf("A %s deployment needs between %s and %s.", engine->name,
+							 spec_format_size(engine->min_memory), spec_format_size(MAX_MEMORY)),
+					NULL);
+	/* whole kilobytes, so the normalized text is exact */
+	return bytes - bytes % 1024;
+}
+
 /* Bytes as the largest whole unit: 134217728 is "128MB". */
 char *
 spec_format_size(int64 bytes)
@@ -220,7 +240,6 @@ spec_parse(const EngineOps *engine, Jsonb *options, DeploySpec *spec)
 {
 	static const char *const environments[] = {"development", "staging", "production", NULL};
 	StringInfoData buf;
-	char	   *memory_text = NULL;
 
 	spec->version = engine->versions[0];
 	spec->memory_bytes = DEFAULT_MEMORY;
@@ -264,8 +283,7 @@ spec_parse(const EngineOps *engine, Jsonb *options, DeploySpec *spec)
 			}
 			else if (strcmp(key, "memory") == 0)
 			{
-				memory_text = option_text(key, &v, false);
-				spec->memory_bytes = spec_parse_size("option", "memory", memory_text);
+				spec->memory_bytes = spec_memory_bytes(engine, "option", option_text(key, &v, false));
 			}
 			else if (strcmp(key, "environment") == 0)
 			{
@@ -300,13 +318,6 @@ spec_parse(const EngineOps *engine, Jsonb *options, DeploySpec *spec)
 		}
 	}
 
-	if (spec->memory_bytes < engine->min_memory || spec->memory_bytes > MAX_MEMORY)
-		option_error("memory", quote_literal_cstr(memory_text ? memory_text : ""),
-					 psprintf("A %s deployment needs between %s and %s.", engine->name,
-							  spec_format_size(engine->min_memory), spec_format_size(MAX_MEMORY)),
-					 NULL);
-	/* whole kilobytes, so the normalized text is exact */
-	spec->memory_bytes -= spec->memory_bytes % 1024;
 
 	initStringInfo(&buf);
 	appendStringInfoChar(&buf, '{');

@@ -34,6 +34,9 @@ extern void spec_parse(const EngineOps *engine, Jsonb *options, DeploySpec *spec
 extern int64 spec_parse_size(const char *kind, const char *name, const char *text);
 extern char *spec_format_size(int64 bytes);
 
+/* Memory for a deployment of engine: bounded, whole kilobytes (22023 otherwise). */
+extern int64 spec_memory_bytes(const EngineOps *engine, const char *kind, const char *text);
+
 /* Milliseconds of a non-negative interval argument (22023 otherwise). */
 extern int64 spec_interval_ms(Interval *interval, const char *what);
 

@@ -48,7 +48,8 @@ typedef struct TenantUsage
 } TenantUsage;
 
 /* tenant_postgres.c */
-extern void tenant_pg_create(Instance *inst, List *tenants);
+extern List *tenant_pg_create(Instance *inst, List *tenants);
+extern bool tenant_pg_name_taken(Instance *inst, const char *name);
 extern void tenant_pg_drop(Instance *inst, const char *name);
 extern List *tenant_pg_lock_out(Instance *inst);
 extern void tenant_pg_set_read_only(Instance *inst, const char *name, bool read_only);
@@ -57,12 +58,13 @@ extern void tenant_pg_copy(Instance *source, Instance *target, const char *name,
 extern void tenant_pg_fingerprints(Instance *a, Instance *b, const char *name, char **on_a, char **on_b);
 
 /* tenant_redis.c */
-extern void tenant_redis_create(Instance *inst, const char *password, List *tenants);
-extern void tenant_redis_drop(Instance *inst, const char *password, const char *name);
-extern void tenant_redis_set_read_only(Instance *inst, const char *password, Tenant *t, bool read_only);
-extern void tenant_redis_usage(Instance *inst, const char *password, List *tenants, TenantUsage *usage);
-extern void tenant_redis_copy(Instance *source, const char *source_password,
-							  Instance *target, const char *target_password, const char *name);
-extern char *tenant_redis_fingerprint(Instance *inst, const char *password, const char *name);
+extern void tenant_redis_create(Instance *inst, List *tenants);
+extern void tenant_redis_drop(Instance *inst, const char *name);
+extern void tenant_redis_set_read_only(Instance *inst, Tenant *t, bool read_only);
+extern void tenant_redis_usage(Instance *inst, List *tenants, TenantUsage *usage);
+extern void tenant_redis_copy(Instance *source, Instance *target, const char *name);
+extern char *tenant_redis_fingerprint(Instance *inst, const char *name);
+extern char *tenant_redis_acl_rules(Tenant *t);
+extern bool tenant_redis_name_taken(Instance *inst, const char *name);
 
 #endif							/* DBORCH_TENANT_H */

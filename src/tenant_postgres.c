@@ -147,20 +147,84 @@ in_list(List *names, const char *name)
 }
 
 /*
- * Create (or bring back to their definition) the roles and schemas of
- * tenants, in one transaction.  Also, once per deployment: PUBLIC loses its
- * rights on schema public and on temporary tables.
+ * The names among tenants' that the instance holds as something other than
+ * a dborch tenant: a role <name> without "<name>$owner" beside it (the
+ * owner's own role, or a superuser role an owner made under dborch 0.1), or
+ * a schema <name> that "<name>$owner" does not own.  A tenant is never
+ * made out of those.
  */
-void
+static List *
+foreign_names(PGconn *conn, List *tenants)
+{
+	StringInfoData array;
+	ListCell   *lc;
+	char	   *names;
+	List	   *foreign = NIL;
+
+	initStringInfo(&array);
+	appendStringInfoChar(&array, '{');
+	foreach(lc, tenants)
+		appendStringInfo(&array, "%s\"%s\"", array.len > 1 ? "," : "", ((Tenant *) lfirst(lc))->name);
+	appendStringInfoChar(&array, '}');
+	names = admin_value(conn,
+						"SELECT pg_catalog.string_agg(t.name, ',')"
+						" FROM pg_catalog.unnest($1::text[]) t(name)"
+						" LEFT JOIN pg_catalog.pg_roles o ON o.rolname = t.name || '$owner'"
+						" WHERE (o.oid IS NULL AND EXISTS (SELECT FROM pg_catalog.pg_roles r"
+						"                                  WHERE r.rolname = t.name))"
+						"    OR EXISTS (SELECT FROM pg_catalog.pg_namespace n WHERE n.nspname = t.name"
+						"               AND n.nspowner IS DISTINCT FROM o.oid)",
+						array.data);
+	if (names != NULL && !SplitIdentifierString(names, ',', &foreign))
+		foreign = NIL;
+	return foreign;
+}
+
+/* Does the instance hold a role or schema called name (a tenant's or not)? */
+bool
+tenant_pg_name_taken(Instance *inst, const char *name)
+{
+	PGconn	   *conn = engine_postgres_connect(inst);
+	char	   *taken = admin_value(conn,
+									"SELECT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname IN ($1::text, $1::text || '$owner'))"
+									"    OR EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = $1::text)",
+									name);
+
+	PQfinish(conn);
+	return strcmp(taken, "t") == 0;
+}
+
+/*
+ * Create (or bring back to their definition) the roles and schemas of
+ * tenants, in one transaction; never SUPERUSER, REPLICATION or BYPASSRLS,
+ * whatever a role had.  Also, once per deployment: PUBLIC loses its rights
+ * on schema public and on temporary tables.  Returns the tenants left out
+ * because their name is taken in the instance (foreign_names()).
+ */
+List *
 tenant_pg_create(Instance *inst, List *tenants)
 {
 	PGconn	   *conn = engine_postgres_connect(inst);
 	StringInfoData sql;
 	List	   *names = NIL;
 	List	   *roles;
+	List	   *foreign = foreign_names(conn, tenants);
+	List	   *refused = NIL;
+	List	   *todo = NIL;
 	ListCell   *lc;
 	int			n = 0;
 
+	foreach(lc, tenants)
+		if (in_list(foreign, ((Tenant *) lfirst(lc))->name))
+			refused = lappend(refused, lfirst(lc));
+		else
+			todo = lappend(todo, lfirst(lc));
+	tenants = todo;
+	if (tenants == NIL)
+	{
+		PQfinish(conn);
+		return refused;
+	}
 	foreach(lc, tenants)
 	{
 		names = lappend(names, ((Tenant *) lfirst(lc))->name);
@@ -184,8 +248,12 @@ tenant_pg_create(Instance *inst, List *tenants)
 
 		if (!in_list(roles, psprintf("%s$owner", t->name)))
 			appendStringInfo(&sql, "CREATE ROLE %s NOLOGIN;\n", owner_role(t->name));
-		appendStringInfo(&sql, "%s ROLE %s LOGIN NOINHERIT NOCREATEDB NOCREATEROLE PASSWORD %s"
-						 " CONNECTION LIMIT " INT64_FORMAT ";\n",
+		appendStringInfo(&sql, "ALTER ROLE %s NOLOGIN NOSUPERUSER NOREPLICATION NOBYPASSRLS"
+						 " NOCREATEDB NOCREATEROLE;\n"
+						 "GRANT EXECUTE ON FUNCTION " LO_CREATE_FUNCTIONS " TO %s;\n",
+						 owner_role(t->name), owner_role(t->name));
+		appendStringInfo(&sql, "%s ROLE %s LOGIN NOINHERIT NOSUPERUSER NOREPLICATION NOBYPASSRLS"
+						 " NOCREATEDB NOCREATEROLE PASSWORD %s CONNECTION LIMIT " INT64_FORMAT ";\n",
 						 in_list(roles, t->name) ? "ALTER" : "CREATE", login,
 						 quote_literal_cstr(dborch_scram_secret(t->password)),
 						 t->max_connections > 0 ? t->max_connections : -1);
@@ -209,6 +277,7 @@ tenant_pg_create(Instance *inst, List *tenants)
 	admin_finish(conn);
 	admin_exec(conn, "COMMIT");
 	PQfinish(conn);
+	return refused;
 }
 
 /* Login roles of tenants on the instance: a tenant's name with "<name>$owner" beside it. */
@@ -219,8 +288,9 @@ tenant_pg_create(Instance *inst, List *tenants)
 
 /*
  * After a restore: every tenant login role in the restored data loses its
- * login and its password, so that no one logs in with the credentials of
- * the backup's time, above all not a tenant dropped or moved away since.
+ * login and its password, and its sessions (opened since the server
+ * started) end, so that no one logs in with the credentials of the
+ * backup's time, above all not a tenant dropped or moved away since.
  * The tenants job that follows gives the live tenants their login back
  * with their current passwords; the others keep their schema (reachable by
  * the deployment's own user), and create_tenant() of the same name adopts
@@ -240,6 +310,8 @@ tenant_pg_lock_out(Instance *inst)
 				   "BEGIN\n"
 				   "  FOR r IN " TENANT_LOGIN_ROLES " LOOP\n"
 				   "    EXECUTE pg_catalog.format('ALTER ROLE %I NOLOGIN PASSWORD NULL', r);\n"
+				   "    PERFORM pg_catalog.pg_terminate_backend(a.pid) FROM pg_catalog.pg_stat_activity a\n"
+				   "      WHERE a.usename = r;\n"
 				   "  END LOOP;\n"
 				   "END\n"
 				   "$dborch$;");
@@ -332,6 +404,27 @@ grant_safe_deletes(const char *name)
 }
 
 /*
+ * SQL that takes back every right on the tenant's large objects from its
+ * login role and PUBLIC (a grant the tenant made itself while writable).
+ */
+static char *
+revoke_large_objects(const char *name)
+{
+	return psprintf("DO $dborch$\n"
+					"DECLARE o oid;\n"
+					"BEGIN\n"
+					"  FOR o IN SELECT m.oid FROM pg_catalog.pg_largeobject_metadata m\n"
+					"           JOIN pg_catalog.pg_roles r ON r.oid = m.lomowner\n"
+					"           WHERE r.rolname IN (%s, %s || '$owner')\n"
+					"  LOOP\n"
+					"    EXECUTE pg_catalog.format('REVOKE ALL ON LARGE OBJECT %%s FROM %%I, PUBLIC', o, %s);\n"
+					"  END LOOP;\n"
+					"END\n"
+					"$dborch$;\n",
+					quote_literal_cstr(name), quote_literal_cstr(name), quote_literal_cstr(name));
+}
+
+/*
  * Read-only: the login role leaves the owner role and keeps SELECT, and
  * DELETE and TRUNCATE where they cannot write as the owner (deleting brings
  * usage down); no one else may call the SECURITY DEFINER routines of the
@@ -350,12 +443,18 @@ tenant_pg_set_read_only(Instance *inst, const char *name, bool read_only)
 		admin_exec(conn, psprintf("BEGIN;\n"
 								  "REVOKE %s FROM %s;\n"
 								  "ALTER ROLE %s RESET role;\n"
+								  /* what the tenant granted itself (or everyone) while writable */
+								  "REVOKE ALL ON ALL TABLES IN SCHEMA %s FROM %s, PUBLIC;\n"
+								  "REVOKE ALL ON ALL SEQUENCES IN SCHEMA %s FROM %s, PUBLIC;\n"
+								  "REVOKE ALL ON SCHEMA %s FROM %s, PUBLIC;\n"
+								  "%s"
 								  "GRANT USAGE ON SCHEMA %s TO %s;\n"
 								  "GRANT SELECT ON ALL TABLES IN SCHEMA %s TO %s;\n"
 								  "GRANT SELECT ON ALL SEQUENCES IN SCHEMA %s TO %s;\n"
 								  "%s%s"
 								  "COMMIT;",
 								  owner, login, login, login, login, login, login, login, login,
+								  revoke_large_objects(name), login, login, login, login, login, login,
 								  grant_safe_deletes(name), revoke_definer_routines(name)));
 	else
 		admin_exec(conn, psprintf("BEGIN;\n"
@@ -373,8 +472,8 @@ tenant_pg_set_read_only(Instance *inst, const char *name, bool read_only)
 }
 
 /*
- * Connections and storage (relation sizes, with indexes and TOAST) of each
- * tenant.  A read-only tenant's tables are vacuumed first, so rows it
+ * Connections and storage (relation sizes, with indexes and TOAST, and the
+ * large objects its roles own) of each tenant.  A read-only tenant's tables are vacuumed first, so rows it
  * deleted to get back under its quota count as freed.
  */
 void
@@ -401,10 +500,15 @@ tenant_pg_usage(Instance *inst, List *tenants, TenantUsage *usage)
 			PQclear(res);
 		}
 		res = PQexecParams(conn,
-						   "SELECT (SELECT count(*) FROM pg_stat_activity WHERE usename = $1),"
-						   " (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)"
-						   "  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-						   "  WHERE n.nspname = $1 AND c.relkind IN ('r', 'm'))",
+						   "SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_stat_activity WHERE usename = $1),"
+						   " (SELECT coalesce(pg_catalog.sum(pg_catalog.pg_total_relation_size(c.oid)), 0)"
+						   "  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+						   "  WHERE n.nspname = $1 AND c.relkind IN ('r', 'm'))"
+						   " + (SELECT coalesce(pg_catalog.sum(pg_catalog.octet_length(l.data)), 0)"
+						   "  FROM pg_catalog.pg_largeobject l"
+						   "  JOIN pg_catalog.pg_largeobject_metadata m ON m.oid = l.loid"
+						   "  JOIN pg_catalog.pg_roles r ON r.oid = m.lomowner"
+						   "  WHERE r.rolname IN ($1::text, $1::text || '$owner'))",
 						   1, NULL, &param, NULL, NULL, 0);
 		usage[i].keys = usage[i].memory_bytes = -1;
 		usage[i].connections = usage[i].storage_bytes = -1;
@@ -423,6 +527,8 @@ tenant_pg_usage(Instance *inst, List *tenants, TenantUsage *usage)
  * Copy a tenant's schema from source to target: pg_dump --schema into a
  * file, pg_restore as the tenant's owner role (which may create the schema
  * for the time of the restore).  The roles exist on the target already.
+ * The dump (the tenant's data, unencrypted) is removed whatever happens;
+ * the log and the directory after a success.
  */
 void
 tenant_pg_copy(Instance *source, Instance *target, const char *name, const char *dir)
@@ -441,22 +547,30 @@ tenant_pg_copy(Instance *source, Instance *target, const char *name, const char 
 	PGconn	   *conn;
 
 	dborch_mkdir(dir, 0700);
-	if (spawn_run(dump_argv, log, 24 * 3600 * 1000) != 0)
-		ereport(ERROR, (errmsg("pg_dump of tenant \"%s\" failed", name),
-						errdetail("%s", dborch_file_tail(log, 800))));
+	PG_TRY();
+	{
+		if (spawn_run(dump_argv, log, 24 * 3600 * 1000) != 0)
+			ereport(ERROR, (errmsg("pg_dump of tenant \"%s\" failed", name),
+							errdetail("%s", dborch_file_tail(log, 800))));
 
-	conn = engine_postgres_connect(target);
-	admin_exec(conn, psprintf("DROP SCHEMA IF EXISTS %s CASCADE;"
-							  " GRANT CREATE ON DATABASE postgres TO %s",
-							  quote_identifier(name), owner_role(name)));
-	PQfinish(conn);
-	if (spawn_run(restore_argv, log, 24 * 3600 * 1000) != 0)
-		ereport(ERROR, (errmsg("pg_restore of tenant \"%s\" failed", name),
-						errdetail("%s", dborch_file_tail(log, 800))));
-	conn = engine_postgres_connect(target);
-	admin_exec(conn, psprintf("REVOKE CREATE ON DATABASE postgres FROM %s", owner_role(name)));
-	PQfinish(conn);
-	unlink(dump);
+		conn = engine_postgres_connect(target);
+		admin_exec(conn, psprintf("DROP SCHEMA IF EXISTS %s CASCADE;"
+								  " GRANT CREATE ON DATABASE postgres TO %s",
+								  quote_identifier(name), owner_role(name)));
+		PQfinish(conn);
+		if (spawn_run(restore_argv, log, 24 * 3600 * 1000) != 0)
+			ereport(ERROR, (errmsg("pg_restore of tenant \"%s\" failed", name),
+							errdetail("%s", dborch_file_tail(log, 800))));
+		conn = engine_postgres_connect(target);
+		admin_exec(conn, psprintf("REVOKE CREATE ON DATABASE postgres FROM %s", owner_role(name)));
+		PQfinish(conn);
+	}
+	PG_FINALLY();
+	{
+		unlink(dump);
+	}
+	PG_END_TRY();
+	dborch_remove_tree(dir);
 }
 
 /*
@@ -468,12 +582,12 @@ void
 tenant_pg_fingerprints(Instance *a, Instance *b, const char *name, char **on_a, char **on_b)
 {
 	static const char *const sql =
-		"SELECT coalesce(string_agg(c.relname || '=' ||"
-		"   (xpath('/row/n/text()', x))[1]::text || '/' ||"
-		"   coalesce((xpath('/row/h/text()', x))[1]::text, '0'), ',' ORDER BY c.relname), '')"
-		" FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace,"
-		" LATERAL query_to_xml(format('SELECT count(*) AS n,"
-		"   sum(hashtextextended(t::text, 0)::numeric) AS h FROM %I.%I t',"
+		"SELECT coalesce(pg_catalog.string_agg(c.relname || '=' ||"
+		"   (pg_catalog.xpath('/row/n/text()', x))[1]::text || '/' ||"
+		"   coalesce((pg_catalog.xpath('/row/h/text()', x))[1]::text, '0'), ',' ORDER BY c.relname), '')"
+		" FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace,"
+		" LATERAL pg_catalog.query_to_xml(pg_catalog.format('SELECT pg_catalog.count(*) AS n,"
+		"   pg_catalog.sum(pg_catalog.hashtextextended(t::text, 0::bigint)::numeric) AS h FROM %I.%I t',"
 		"   n.nspname, c.relname), false, true, '') x"
 		" WHERE n.nspname = $1 AND c.relkind = 'r'";
 	PGconn	   *conns[2];

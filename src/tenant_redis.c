@@ -23,13 +23,19 @@
 /*
  * Everything on the tenant's own keys and channels; nothing keyspace-wide,
  * administrative, or server-wide that other tenants share: the channel
- * list (PUBSUB), function libraries (FUNCTION, FCALL) and the script cache
- * (SCRIPT FLUSH, SCRIPT KILL).
+ * list (PUBSUB), function libraries (FUNCTION, FCALL), the script cache
+ * (SCRIPT FLUSH, SCRIPT KILL), key tracking (CLIENT TRACKING: in BCAST mode
+ * Redis 7.0 reports every key that changes), other databases (SELECT, MOVE,
+ * COPY ... DB).
  */
 static const char *const tenant_rules[] = {
 	"reset", "on", "+@all", "-@admin", "-@dangerous", "-keys", "-scan", "-randomkey",
 	"-flushall", "-flushdb", "-config", "-debug", "-dbsize", "-select", "-swapdb", "-move",
 	"-pubsub", "-function", "-fcall", "-fcall_ro", "-script|flush", "-script|kill",
+	/* broadcast tracking tells of every key that changes, other tenants' too */
+	"-client|tracking",
+	/* COPY ... DB n writes into another database, beyond the key prefix */
+	"-copy",
 	NULL
 };
 
@@ -91,25 +97,51 @@ send_pending(redisContext *c)
 			ereport(ERROR, (errmsg("redis write failed: %s", c->errstr)));
 }
 
-/* Send (without waiting) ACL SETUSER of a tenant from scratch ("reset"), read-only or not. */
+/*
+ * The ACL rules of a tenant from scratch ("reset"), read-only or not, with
+ * its password as given: ">password" for ACL SETUSER, "#hash" for the
+ * aclfile.
+ */
+static List *
+tenant_acl_rules(const char *name, const char *password_rule, bool read_only)
+{
+	List	   *rules = NIL;
+	const char *const *rule;
+
+	for (rule = tenant_rules; *rule; rule++)
+		rules = lappend(rules, (char *) *rule);
+	rules = lappend(rules, (char *) password_rule);
+	rules = lappend(rules, psprintf("~%s:*", name));
+	rules = lappend(rules, psprintf("&%s:*", name));
+	for (rule = read_only ? read_only_rules : NULL; rule && *rule; rule++)
+		rules = lappend(rules, (char *) *rule);
+	return rules;
+}
+
+/* A tenant's rules as a line of the aclfile has them (after "user <name> "). */
+char *
+tenant_redis_acl_rules(Tenant *t)
+{
+	StringInfoData line;
+	ListCell   *lc;
+
+	initStringInfo(&line);
+	foreach(lc, tenant_acl_rules(t->name, engine_redis_password_hash(t->password), t->read_only))
+		appendStringInfo(&line, "%s%s", line.len ? " " : "", (char *) lfirst(lc));
+	return line.data;
+}
+
+/* Send (without waiting) ACL SETUSER of a tenant from scratch, read-only or not. */
 static void
 append_set_user(redisContext *c, const char *name, const char *password, bool read_only)
 {
-	List	   *args = list_make2("ACL", "SETUSER");
-	const char *const *rule;
+	List	   *args = list_make3("ACL", "SETUSER", (char *) name);
 	const char **argv;
 	size_t	   *lens;
 	ListCell   *lc;
 	int			i = 0;
 
-	args = lappend(args, (char *) name);
-	for (rule = tenant_rules; *rule; rule++)
-		args = lappend(args, (char *) *rule);
-	args = lappend(args, psprintf(">%s", password));
-	args = lappend(args, psprintf("~%s:*", name));
-	args = lappend(args, psprintf("&%s:*", name));
-	for (rule = read_only ? read_only_rules : NULL; rule && *rule; rule++)
-		args = lappend(args, (char *) *rule);
+	args = list_concat(args, tenant_acl_rules(name, psprintf(">%s", password), read_only));
 	argv = palloc(sizeof(char *) * list_length(args));
 	lens = palloc(sizeof(size_t) * list_length(args));
 	foreach(lc, args)
@@ -149,7 +181,7 @@ acl_instances(Instance *primary)
 }
 
 void
-tenant_redis_create(Instance *inst, const char *password, List *tenants)
+tenant_redis_create(Instance *inst, List *tenants)
 {
 	List	   *conns = NIL;
 	ListCell   *li;
@@ -161,7 +193,7 @@ tenant_redis_create(Instance *inst, const char *password, List *tenants)
 	 * thousand users) runs on all instances side by side.
 	 */
 	foreach(li, acl_instances(inst))
-		conns = lappend(conns, engine_redis_connect(lfirst(li), password));
+		conns = lappend(conns, engine_redis_connect(lfirst(li)));
 	foreach(li, conns)
 	{
 		foreach(lc, tenants)
@@ -223,34 +255,74 @@ unlink_batch(redisContext *c, redisReply *keys, void *arg)
 	freeReplyObject(reply);
 }
 
+/* Does the instance hold an ACL user called name, or a key "<name>:..."? */
+bool
+tenant_redis_name_taken(Instance *inst, const char *name)
+{
+	redisContext *c = engine_redis_connect(inst);
+	const char *getuser[] = {"ACL", "GETUSER", name};
+	redisReply *reply = redisCommandArgv(c, lengthof(getuser), getuser, NULL);
+	bool		taken = reply != NULL && reply->type != REDIS_REPLY_NIL;
+	char	   *cursor = pstrdup("0");
+
+	if (reply)
+		freeReplyObject(reply);
+	while (!taken)
+	{
+		reply = redisCommand(c, "SCAN %s MATCH %s COUNT %d", cursor, psprintf("%s:*", name), BATCH);
+		if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2)
+		{
+			if (reply)
+				freeReplyObject(reply);
+			redisFree(c);
+			ereport(ERROR, (errmsg("redis SCAN failed on %s:%d", inst->host, inst->port)));
+		}
+		taken = reply->element[1]->elements > 0;
+		cursor = pstrdup(reply->element[0]->str);
+		freeReplyObject(reply);
+		if (strcmp(cursor, "0") == 0)
+			break;
+		CHECK_FOR_INTERRUPTS();
+	}
+	redisFree(c);
+	return taken;
+}
+
 /* The user goes everywhere (its connections first), then its keys (on the primary). */
 void
-tenant_redis_drop(Instance *inst, const char *password, const char *name)
+tenant_redis_drop(Instance *inst, const char *name)
 {
 	redisContext *c;
 	ListCell   *li;
 
 	foreach(li, acl_instances(inst))
 	{
-		c = engine_redis_connect(lfirst(li), password);
-		freeReplyObject(command_argv(c, list_make4("CLIENT", "KILL", "USER", (char *) name)));
+		const char *kill[] = {"CLIENT", "KILL", "USER", name};
+		redisReply *reply;
+
+		c = engine_redis_connect(lfirst(li));
+		/* a user already gone (a drop that ran before, an instance that missed it) is fine */
+		reply = redisCommandArgv(c, lengthof(kill), kill, NULL);
+		if (reply == NULL || (reply->type == REDIS_REPLY_ERROR && strstr(reply->str, "No such user") == NULL))
+			ereport(ERROR, (errmsg("redis CLIENT KILL USER failed: %s", reply ? reply->str : c->errstr)));
+		freeReplyObject(reply);
 		freeReplyObject(command_argv(c, list_make3("ACL", "DELUSER", (char *) name)));
 		simple(c, "ACL SAVE");
 		redisFree(c);
 	}
-	c = engine_redis_connect(inst, password);
+	c = engine_redis_connect(inst);
 	scan_keys(c, psprintf("%s:*", name), unlink_batch, NULL);
 	redisFree(c);
 }
 
 void
-tenant_redis_set_read_only(Instance *inst, const char *password, Tenant *t, bool read_only)
+tenant_redis_set_read_only(Instance *inst, Tenant *t, bool read_only)
 {
 	ListCell   *li;
 
 	foreach(li, acl_instances(inst))
 	{
-		redisContext *c = engine_redis_connect(lfirst(li), password);
+		redisContext *c = engine_redis_connect(lfirst(li));
 
 		set_user(c, t->name, t->password, read_only);
 		simple(c, "ACL SAVE");
@@ -309,9 +381,9 @@ usage_batch(redisContext *c, redisReply *keys, void *arg)
  * million keys.
  */
 void
-tenant_redis_usage(Instance *inst, const char *password, List *tenants, TenantUsage *usage)
+tenant_redis_usage(Instance *inst, List *tenants, TenantUsage *usage)
 {
-	redisContext *c = engine_redis_connect(inst, password);
+	redisContext *c = engine_redis_connect(inst);
 	UsageScan	scan;
 	HASHCTL		ctl;
 	ListCell   *lc;
@@ -391,11 +463,10 @@ copy_batch(redisContext *c, redisReply *keys, void *arg)
 }
 
 void
-tenant_redis_copy(Instance *source, const char *source_password,
-				  Instance *target, const char *target_password, const char *name)
+tenant_redis_copy(Instance *source, Instance *target, const char *name)
 {
-	redisContext *s = engine_redis_connect(source, source_password);
-	CopyScan	copy = {engine_redis_connect(target, target_password)};
+	redisContext *s = engine_redis_connect(source);
+	CopyScan	copy = {engine_redis_connect(target)};
 
 	/* a crashed earlier attempt may have left part of the keys */
 	scan_keys(copy.target, psprintf("%s:*", name), unlink_batch, NULL);
@@ -532,9 +603,9 @@ fingerprint_batch(redisContext *c, EVP_MD_CTX *sha, RedisKey **keys, int n)
  * value as read (so equal data gives equal fingerprints on two servers).
  */
 char *
-tenant_redis_fingerprint(Instance *inst, const char *password, const char *name)
+tenant_redis_fingerprint(Instance *inst, const char *name)
 {
-	redisContext *c = engine_redis_connect(inst, password);
+	redisContext *c = engine_redis_connect(inst);
 	List	   *keys = NIL;
 	RedisKey  **batch = palloc(sizeof(RedisKey *) * BATCH);
 	int			n = 0;

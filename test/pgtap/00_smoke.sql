@@ -5,7 +5,7 @@
 BEGIN;
 SELECT plan(5);
 SELECT has_extension('dborch', 'dborch is installed');
-SELECT is((SELECT extversion FROM pg_extension WHERE extname = 'dborch'), '0.1', 'version 0.1');
+SELECT is((SELECT extversion FROM pg_extension WHERE extname = 'dborch'), '0.2', 'version 0.2');
 SELECT is((SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'dborch launcher'), 1::bigint,
           'one dborch launcher runs');
 SELECT ok(:{?test_dir}, 'DBORCH_TEST_DIR is set');

@@ -11,6 +11,7 @@
 \set ON_ERROR_STOP 0
 \getenv test_dir DBORCH_TEST_DIR
 SET client_min_messages = warning;
+\ir helpers.psql
 
 SELECT plan(58);
 
@@ -56,7 +57,7 @@ SELECT ok(position(:'pw' IN :'info') = 0, 'deployment() does not show the passwo
 -- connect with the connection string: write and read a row
 ------------------------------------------------------------------------------
 SELECT dborch.connection_string('tap_pg1') AS pg_uri \gset
-SELECT is(:'pg_uri', format('postgresql://postgres:%s@127.0.0.1:%s/postgres', :'pw', :pg_port),
+SELECT is(:'pg_uri', format('postgresql://owner:%s@127.0.0.1:%s/postgres', :'pw', :pg_port),
           'connection_string() is a postgresql:// URI with the password, host and port');
 
 \set out `PGCONNECT_TIMEOUT=5 psql :'pg_uri' -XAtq -c 'CREATE TABLE tap_t (id int PRIMARY KEY, v text)' -c "INSERT INTO tap_t VALUES (1, 'written by pgtap')" -c 'SELECT v FROM tap_t WHERE id = 1' 2>&1`
@@ -67,7 +68,7 @@ SELECT is(:'out'::text, '1', 'a new connection sees the committed row');
 SELECT regexp_replace(:'pg_uri', ':[^:@/]+@', ':not-the-password@') AS bad_uri,
        regexp_replace(:'pg_uri', ':[^:@/]+@', '@') AS nopw_uri \gset
 \set out `PGCONNECT_TIMEOUT=5 psql :'bad_uri' -XAtqc 'SELECT 1' 2>&1`
-SELECT matches(:'out'::text, 'password authentication failed for user "postgres"',
+SELECT matches(:'out'::text, 'password authentication failed for user "owner"',
                'a wrong password is refused');
 \set out `PGCONNECT_TIMEOUT=5 PGPASSFILE=/dev/null psql :'nopw_uri' -XAtqw -c 'SELECT 1' 2>&1`
 SELECT matches(:'out'::text, 'no password supplied', 'a connection without a password is refused');
@@ -79,10 +80,11 @@ SELECT matches(:'out'::text, 'no password supplied', 'a connection without a pas
 SELECT is(:'out'::text, '127.0.0.1', 'listen_addresses is 127.0.0.1');
 \set out `ss -Htln | awk '{print $4}' | grep -E -- ':(:pg_port)$' | sort -u | tr '\n' ' '`
 SELECT is(:'out'::text, '127.0.0.1:' || :pg_port || ' ', 'the only socket listening on its port is 127.0.0.1');
-\set out `PGCONNECT_TIMEOUT=5 psql :'pg_uri' -XAtqc "SELECT string_agg(type || ' ' || array_to_string(database, ',') || ' ' || array_to_string(user_name, ',') || ' ' || coalesce(address || '/' || netmask, '-') || ' ' || auth_method, '; ' ORDER BY line_number) FROM pg_hba_file_rules" 2>&1`
+SELECT pg_temp.tap_dborch_uri(:'pg_uri', 'tap_pg1') AS pg_admin \gset
+\set out `PGCONNECT_TIMEOUT=5 psql :'pg_admin' -XAtqc "SELECT string_agg(type || ' ' || array_to_string(database, ',') || ' ' || array_to_string(user_name, ',') || ' ' || coalesce(address || '/' || netmask, '-') || ' ' || auth_method, '; ' ORDER BY line_number) FROM pg_hba_file_rules" 2>&1`
 SELECT is(:'out'::text, 'local all postgres - peer; local replication postgres - peer; host all all 127.0.0.1/255.255.255.255 scram-sha-256',
           'pg_hba.conf: peer for postgres on the socket, scram-sha-256 from 127.0.0.1 only');
-\set out `PGCONNECT_TIMEOUT=5 psql :'pg_uri' -XAtqc 'SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL' 2>&1`
+\set out `PGCONNECT_TIMEOUT=5 psql :'pg_admin' -XAtqc 'SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL' 2>&1`
 SELECT is(:'out'::text, '0', 'pg_hba.conf has no invalid line');
 \set out `PGCONNECT_TIMEOUT=5 psql :'pg_uri' -XAtqc 'SHOW password_encryption' 2>&1`
 SELECT is(:'out'::text, 'scram-sha-256', 'password_encryption is scram-sha-256');
@@ -115,7 +117,7 @@ SELECT is((SELECT state FROM dborch.jobs WHERE id = :deploy_job), 'succeeded', '
 SELECT set_eq(format($$SELECT detail ->> 'stage' FROM dborch.events
                       WHERE job_id = %s AND kind = 'stage'$$, :deploy_job),
               ARRAY['quota_check', 'node_selection', 'prepare', 'provision', 'network',
-                    'security', 'start', 'register', 'health_validation', 'finalize'],
+                    'security', 'start', 'register', 'health_validation', 'logins', 'finalize'],
               'the deploy left an event for each of its stages');
 SELECT results_eq(format($$SELECT kind FROM dborch.events
                           WHERE deployment_id = %s AND kind IN ('deploy_requested', 'ready')

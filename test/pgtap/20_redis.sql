@@ -9,6 +9,7 @@
 \set ON_ERROR_STOP 0
 \getenv test_dir DBORCH_TEST_DIR
 SET client_min_messages = warning;
+\ir helpers.psql
 
 SELECT plan(55);
 
@@ -52,7 +53,8 @@ SELECT ok(position(:'pw' IN :'info') = 0, 'deployment() does not show the passwo
 -- SET and GET with the password; without it, or with a wrong one, refused
 ------------------------------------------------------------------------------
 SELECT dborch.connection_string('tap_redis1') AS r_uri \gset
-SELECT is(:'r_uri', format('redis://default:%s@127.0.0.1:%s/0', :'pw', :r_port),
+SELECT pg_temp.tap_dborch_uri(:'r_uri', 'tap_redis1') AS r_admin \gset
+SELECT is(:'r_uri', format('redis://owner:%s@127.0.0.1:%s/0', :'pw', :r_port),
           'connection_string() is a redis:// URI with the password, host and port');
 
 \set out `timeout 10 redis-cli -u :'r_uri' --no-auth-warning SET tap:greeting 'written by pgtap' 2>&1`
@@ -70,17 +72,17 @@ SELECT matches(:'out'::text, '^NOAUTH', 'a connection without a password is refu
 SELECT matches(:'out'::text, '^NOAUTH', 'even PING needs the password');
 
 ------------------------------------------------------------------------------
--- configuration an operator checks
+-- configuration an operator checks (with dborch's login: the owner may not CONFIG)
 ------------------------------------------------------------------------------
-\set out `timeout 10 redis-cli -u :'r_uri' --no-auth-warning CONFIG GET maxmemory 2>&1 | tail -1`
+\set out `timeout 10 redis-cli -u :'r_admin' --no-auth-warning CONFIG GET maxmemory 2>&1 | tail -1`
 SELECT is(:'out'::text, '67108864', 'maxmemory is the memory option, 64MB');
 SELECT is((SELECT memory_bytes FROM dborch.deployments WHERE id = :dep_id), 67108864::bigint,
           'the catalog records 64MB of memory');
-\set out `timeout 10 redis-cli -u :'r_uri' --no-auth-warning CONFIG GET appendonly 2>&1 | tail -1`
+\set out `timeout 10 redis-cli -u :'r_admin' --no-auth-warning CONFIG GET appendonly 2>&1 | tail -1`
 SELECT is(:'out'::text, 'yes', 'appendonly is yes');
-\set out `timeout 10 redis-cli -u :'r_uri' --no-auth-warning CONFIG GET bind 2>&1 | tail -1`
+\set out `timeout 10 redis-cli -u :'r_admin' --no-auth-warning CONFIG GET bind 2>&1 | tail -1`
 SELECT is(:'out'::text, '127.0.0.1', 'bind is 127.0.0.1');
-\set out `timeout 10 redis-cli -u :'r_uri' --no-auth-warning CONFIG GET protected-mode 2>&1 | tail -1`
+\set out `timeout 10 redis-cli -u :'r_admin' --no-auth-warning CONFIG GET protected-mode 2>&1 | tail -1`
 SELECT is(:'out'::text, 'yes', 'protected-mode is yes');
 \set out `ss -Htln | awk '{print $4}' | grep -E -- ':(:r_port)$' | sort -u | tr '\n' ' '`
 SELECT is(:'out'::text, '127.0.0.1:' || :r_port || ' ', 'the only socket listening on its port is 127.0.0.1');
@@ -108,7 +110,7 @@ SELECT is((SELECT state FROM dborch.jobs WHERE id = :deploy_job), 'succeeded', '
 SELECT set_eq(format($$SELECT detail ->> 'stage' FROM dborch.events
                       WHERE job_id = %s AND kind = 'stage'$$, :deploy_job),
               ARRAY['quota_check', 'node_selection', 'prepare', 'provision', 'network',
-                    'security', 'start', 'register', 'health_validation', 'finalize'],
+                    'security', 'start', 'register', 'health_validation', 'logins', 'finalize'],
               'the deploy left an event for each of its stages');
 SELECT results_eq(format($$SELECT kind FROM dborch.events
                           WHERE deployment_id = %s AND kind IN ('deploy_requested', 'ready')

@@ -1,5 +1,5 @@
--- Jobs: a queued deploy is cancelled by cancel_job() before any worker
--- touches it, wait() refuses to wait where it could never finish, a cancelled
+-- Jobs: a queued deploy cancelled by cancel_job() is undone by a worker
+-- before any of its stages runs, wait() refuses to wait where it could never finish, a cancelled
 -- (failed) deployment is retried by deploy() with the same spec, and a destroy
 -- job cannot be cancelled.
 --
@@ -8,6 +8,7 @@
 \set ON_ERROR_STOP 0
 \getenv test_dir DBORCH_TEST_DIR
 SET client_min_messages = warning;
+\ir helpers.psql
 
 SELECT plan(26);
 
@@ -24,16 +25,13 @@ SELECT throws_ok($$SELECT dborch.wait('tap_cancel', '5s')$$, '55000',
                  'wait() refuses to wait in the transaction that queued the work');
 SELECT throws_ok(format('SELECT dborch.wait_job(%s, ''5s'')', :job_id), '55000', NULL,
                  'wait_job() refuses to wait in the transaction that queued the job');
-SELECT is((SELECT state FROM dborch.cancel_job(:job_id)), 'cancelled',
-          'cancel_job() of a queued deploy cancels it at once');
+SELECT is((SELECT (state, cancel_requested)::text FROM dborch.cancel_job(:job_id)), '(queued,t)',
+          'cancel_job() of a queued deploy asks for its undo (run by a worker once this commits)');
 COMMIT;
 
--- give the launcher, woken by the commit, time to (wrongly) pick the job up
-SELECT pg_sleep(0.3) \g /dev/null
-
-SELECT is((SELECT state FROM dborch.jobs WHERE id = :job_id), 'cancelled', 'the job stays cancelled after commit');
-SELECT ok((SELECT started_at IS NULL AND worker_pid IS NULL AND stage IS NULL FROM dborch.jobs WHERE id = :job_id),
-          'no worker ever started the cancelled job');
+SELECT is(pg_temp.tap_job_end(:job_id, '30s'), 'cancelled', 'a worker undoes the job: it ends cancelled');
+SELECT ok((SELECT stage IS NULL FROM dborch.jobs WHERE id = :job_id),
+          'the cancelled job never reached a stage');
 SELECT is((SELECT count(*) FROM dborch.events WHERE job_id = :job_id AND kind = 'stage'), 0::bigint,
           'the cancelled job ran no stage');
 SELECT is((SELECT (status, last_error)::text FROM dborch.deployments WHERE id = :dep_id),

@@ -56,6 +56,7 @@ SELECT matches(:'err_not_ready'::text, '^55000: cannot back up deployment "tap_b
 SELECT id AS dep_id FROM dborch.deploy('tap_bk_pg', 'postgres', '{"memory": "32MB"}') \gset
 SELECT is((SELECT status FROM dborch.wait('tap_bk_pg', '60s')), 'ready', 'the source deployment is ready');
 SELECT dborch.connection_string('tap_bk_pg') AS pg_uri \gset
+SELECT pg_temp.tap_dborch_uri(:'pg_uri', 'tap_bk_pg') AS pg_admin \gset
 SELECT i.data_directory AS pg_dir, i.pid AS pg_pid
   FROM dborch.instances i WHERE i.deployment_id = :dep_id AND i.status <> 'destroyed' \gset
 SELECT value AS pw FROM dborch.secrets WHERE deployment_id = :dep_id AND name = 'password' \gset
@@ -191,7 +192,7 @@ SELECT is(position((SELECT label FROM dborch.backups WHERE id = :b1) IN :'out'),
 -- restore each backup into a new deployment; a point in time into another
 ------------------------------------------------------------------------------
 \set t_noted `PGCONNECT_TIMEOUT=5 psql :'pg_uri' -XAtq -c 'CREATE TABLE tap_p (v text)' -c "INSERT INTO tap_p VALUES ('p1')" -c 'SELECT clock_timestamp()' 2>&1`
-\set wal `PGCONNECT_TIMEOUT=5 psql :'pg_uri' -XAtq -c "INSERT INTO tap_p VALUES ('p2')" -c 'SELECT pg_walfile_name(pg_switch_wal())' 2>&1`
+\set wal `PGCONNECT_TIMEOUT=5 psql :'pg_uri' -XAtq -c "INSERT INTO tap_p VALUES ('p2')" 2>&1; PGCONNECT_TIMEOUT=5 psql :'pg_admin' -XAtqc 'SELECT pg_walfile_name(pg_switch_wal())' 2>&1`
 \set out `for i in $(seq 1 300); do r=$(PGCONNECT_TIMEOUT=5 psql :'pg_uri' -XAtqc "SELECT last_archived_wal >= ':wal' FROM pg_stat_archiver" 2>&1); [ "$r" = t ] && break; sleep 0.1; done; echo "$r"`
 SELECT is(:'out'::text, 't', 'after p1, the noted time and p2, the WAL segment holding p2 is archived');
 
@@ -367,7 +368,7 @@ ALTER SYSTEM SET dborch.job_max_attempts = 1;
 SELECT pg_reload_conf() \g /dev/null
 SELECT pg_sleep(0.3) \g /dev/null
 \set t_noted2 `PGCONNECT_TIMEOUT=5 psql :'pg_uri' -XAtq -c "INSERT INTO tap_t VALUES (9, 'after the restore in place')" -c 'SELECT clock_timestamp()' 2>&1`
-\set wal2 `PGCONNECT_TIMEOUT=5 psql :'pg_uri' -XAtq -c "INSERT INTO tap_t VALUES (10, 'after the noted time')" -c 'SELECT pg_walfile_name(pg_switch_wal())' 2>&1`
+\set wal2 `PGCONNECT_TIMEOUT=5 psql :'pg_uri' -XAtq -c "INSERT INTO tap_t VALUES (10, 'after the noted time')" 2>&1; PGCONNECT_TIMEOUT=5 psql :'pg_admin' -XAtqc 'SELECT pg_walfile_name(pg_switch_wal())' 2>&1`
 \set out `for i in $(seq 1 300); do r=$(PGCONNECT_TIMEOUT=5 psql :'pg_uri' -XAtqc "SELECT last_archived_wal >= ':wal2' FROM pg_stat_archiver" 2>&1); [ "$r" = t ] && break; sleep 0.1; done; echo "$r"`
 SELECT is(:'out'::text, 't', 'rows 9 and 10 around a noted time are written and archived');
 SELECT status AS pitr2_status FROM dborch.restore('tap_bk_pg', target_time => :'t_noted2', new_name => 'tap_bk_pg_pitr2') \gset

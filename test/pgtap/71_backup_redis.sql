@@ -22,6 +22,7 @@ SELECT plan(78);
 SELECT id AS dep_id FROM dborch.deploy('tap_bk_redis', 'redis', '{"memory": "32MB"}') \gset
 SELECT is((SELECT status FROM dborch.wait('tap_bk_redis', '60s')), 'ready', 'the Redis deployment is ready');
 SELECT dborch.connection_string('tap_bk_redis') AS r_uri \gset
+SELECT pg_temp.tap_dborch_uri(:'r_uri', 'tap_bk_redis') AS r_admin \gset
 SELECT i.data_directory AS r_dir FROM dborch.instances i WHERE i.deployment_id = :dep_id AND i.status <> 'destroyed' \gset
 SELECT value AS pw FROM dborch.secrets WHERE deployment_id = :dep_id AND name = 'password' \gset
 SELECT :'test_dir' || '/managed/backups/tap_bk_redis-' || :dep_id AS bk_dir,
@@ -89,6 +90,7 @@ SELECT status AS rr_status FROM dborch.restore('tap_bk_redis', backup => :b1, ne
 SELECT is(:'rr_status'::text, 'pending', 'restore() into a new name returns the new deployment, pending');
 SELECT is((SELECT status FROM dborch.wait('tap_bk_redis_r', '60s')), 'ready', 'the restored deployment is ready');
 SELECT dborch.connection_string('tap_bk_redis_r') AS rr_uri \gset
+SELECT pg_temp.tap_dborch_uri(:'rr_uri', 'tap_bk_redis_r') AS rr_admin \gset
 \set out `for c in 'GET tap:k1' 'EXISTS tap:k2' 'EXISTS tap:new' 'GET tap:k4999' 'HGET tap:hash f2' 'LRANGE tap:list 0 -1' 'DBSIZE'; do timeout 10 redis-cli -u :'rr_uri' --no-auth-warning $c; done 2>&1 | tr '\n' ' '`
 SELECT is(:'out'::text, 'value-1-of-the-compressible-backup-test 1 0 value-4999-of-the-compressible-backup-test v2 a b c 5004 ',
           'the restored deployment has the keys as at the backup: old values, deleted keys back, added keys absent');
@@ -96,7 +98,7 @@ SELECT is(:'out'::text, 'value-1-of-the-compressible-backup-test 1 0 value-4999-
 SELECT is(:'out'::text, :'canary', 'the canary value is restored');
 \set out `timeout 10 redis-cli -u :'rr_uri' --no-auth-warning TTL tap:ttl 2>&1`
 SELECT ok(:'out'::int BETWEEN 3000 AND 3600, 'the key with a TTL keeps its TTL');
-\set out `timeout 10 redis-cli -u :'rr_uri' --no-auth-warning CONFIG GET appendonly 2>&1 | tail -1`
+\set out `timeout 10 redis-cli -u :'rr_admin' --no-auth-warning CONFIG GET appendonly 2>&1 | tail -1`
 SELECT is(:'out'::text, 'yes', 'the restored deployment has its append-only file on');
 SELECT isnt((SELECT value FROM dborch.secrets WHERE name = 'password'
               AND deployment_id = (SELECT id FROM dborch.deployments WHERE name = 'tap_bk_redis_r' AND status <> 'destroyed')),
@@ -139,7 +141,7 @@ SELECT is(pg_temp.tap_settle('tap_bk_redis', '60s'), 'ready', 'the deployment re
 \set out `for c in 'GET tap:k1' 'EXISTS tap:k2' 'EXISTS tap:new' 'LRANGE tap:list 0 -1' 'DBSIZE'; do timeout 10 redis-cli -u :'r_uri' --no-auth-warning $c; done 2>&1 | tr '\n' ' '`
 SELECT is(:'out'::text, 'value-1-of-the-compressible-backup-test 1 0 a b c 5004 ',
           'restored in place, it has the keys as at the backup');
-\set out `timeout 10 redis-cli -u :'r_uri' --no-auth-warning CONFIG GET appendonly 2>&1 | tail -1`
+\set out `timeout 10 redis-cli -u :'r_admin' --no-auth-warning CONFIG GET appendonly 2>&1 | tail -1`
 SELECT is(:'out'::text, 'yes', 'and its append-only file on again');
 SELECT is((SELECT count(*) FROM dborch.events WHERE deployment_id = :dep_id AND kind = 'restored'), 1::bigint,
           'a restored event');

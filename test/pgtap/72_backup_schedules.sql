@@ -73,8 +73,12 @@ SELECT is((SELECT (full_count, max_age)::text FROM dborch.backup_retention WHERE
 SELECT is((SELECT count(*) FROM dborch.events WHERE deployment_id = :dep_id AND kind = 'backups_scheduled'), 1::bigint,
           'a backups_scheduled event');
 
+-- The pg_cron jobs of this file must not fire while it runs (it runs their
+-- commands by hand and counts the backups): each is paused once checked.
+SELECT cron.alter_job(:cron_id, active => false) \g /dev/null
 SELECT id AS sched2_id, cron_job_id AS cron2_id
   FROM dborch.schedule_backups('tap_bk_sched', '30 * * * *', 'incr', verify => true) \gset
+SELECT cron.alter_job(:cron2_id, active => false) \g /dev/null
 SELECT is((SELECT command FROM cron.job WHERE jobid = :cron2_id),
           'SELECT dborch.backup(''tap_bk_sched'', ''incr'', verify => true)',
           'a second schedule, of incr backups with verification, has its own pg_cron job');
@@ -166,6 +170,7 @@ SELECT is(dborch.unschedule_backups('tap_bk_sched'), 0, 'unschedule_backups() wi
 -- destroy() removes the pg_cron jobs too
 ------------------------------------------------------------------------------
 SELECT cron_job_id AS cron3_id FROM dborch.schedule_backups('tap_bk_sched', '15 4 * * *') \gset
+SELECT cron.alter_job(:cron3_id, active => false) \g /dev/null
 SELECT is((SELECT count(*) FROM cron.job WHERE jobid = :cron3_id), 1::bigint, 'a schedule again, with the default kind');
 SELECT is((SELECT status FROM dborch.destroy('tap_bk_sched', drop_backups => true)), 'destroying', 'destroy(drop_backups => true)');
 SELECT is((SELECT count(*) FROM cron.job WHERE jobid = :cron3_id), 0::bigint, 'destroy() removed the pg_cron job');
@@ -180,6 +185,7 @@ SELECT is((SELECT array_agg(DISTINCT status) FROM dborch.backups WHERE deploymen
 -- Redis: the same retention removes the oldest snapshot file
 ------------------------------------------------------------------------------
 SELECT cron_job_id AS rcron_id FROM dborch.schedule_backups('tap_bk_sched_r', '*/10 * * * *', 'full', '{"full": 2}') \gset
+SELECT cron.alter_job(:rcron_id, active => false) \g /dev/null
 SELECT is((SELECT command FROM cron.job WHERE jobid = :rcron_id),
           'SELECT dborch.backup(''tap_bk_sched_r'', ''full'', verify => false)', 'a pg_cron job for the Redis backups');
 SELECT is((SELECT pg_temp.tap_error_full(command) FROM cron.job WHERE jobid = :rcron_id), 'no error', 'its command runs (1)');

@@ -147,7 +147,7 @@ SELECT is(:'out'::text, '1|bolt only 0 ', 'after all that, bolt''s table holds i
 ------------------------------------------------------------------------------
 -- three sessions of acme that stay until something ends them (the third
 -- is ended below, to make room for acme's writes)
-\set out `for i in 1 2 3; do PGAPPNAME=tn_session_$i PGCONNECT_TIMEOUT=5 timeout 60 psql :'a_uri' -XAtq -c 'SELECT pg_sleep(55)' </dev/null >:'test_dir'/tn_acme_session_$i.out 2>&1 & done; echo started`
+\set out `for i in 1 2 3; do PGAPPNAME=tn_session_$i PGCONNECT_TIMEOUT=5 timeout 320 psql :'a_uri' -XAtq -c 'SELECT pg_sleep(300)' </dev/null >:'test_dir'/tn_acme_session_$i.out 2>&1 & done; echo started`
 \set out `for i in $(seq 1 100); do n=$(psql :'adm_uri' -XAtqc "SELECT count(*) FROM pg_stat_activity WHERE usename = 'acme'"); [ "$n" = 3 ] && break; sleep 0.1; done; echo $n`
 SELECT is(:'out'::text, '3', 'acme holds three sessions (its max_connections)');
 \set out `PGCONNECT_TIMEOUT=5 psql :'a_uri' -XAtq -c 'SELECT 1' 2>&1`
@@ -168,7 +168,7 @@ SELECT ok((SELECT (usage ->> 'storage_bytes')::bigint BETWEEN 1 AND 2097152 AND 
 SELECT is(:'out'::text, '2', 'acme keeps two sessions open');
 -- one measurement at the new interval has happened (usage_at moves each second)
 SELECT usage_at AS last_usage_at FROM dborch.tenants WHERE id = :acme_id \gset
-SELECT ok(pg_temp.tap_until(format($$SELECT usage_at > %L FROM dborch.tenants WHERE id = %s$$, :'last_usage_at', :acme_id), '5 s'),
+SELECT ok(pg_temp.tap_until(format($$SELECT usage_at > %L FROM dborch.tenants WHERE id = %s$$, :'last_usage_at', :acme_id), '30 s'),
           'acme is measured about every second (dborch.tenant_usage_interval = 1s)');
 SELECT max(id) AS events_before FROM dborch.events \gset
 \set out `PGCONNECT_TIMEOUT=5 psql :'a_uri' -XAtq -c "INSERT INTO big (v) SELECT repeat('x', 200) FROM generate_series(1, 20000)" 2>&1`
@@ -177,8 +177,8 @@ SELECT is(:'out'::text, '', 'acme writes about 5MB, past its 2MB storage quota')
 SELECT ok(pg_temp.tap_until(format($$SELECT read_only FROM dborch.tenants WHERE id = %s$$, :acme_id)),
           'acme becomes read-only');
 SELECT ok((SELECT min(at) FROM dborch.events WHERE id > :events_before AND kind = 'tenant_over_quota'
-              AND detail ->> 'tenant' = 'acme') < :'written_at'::timestamptz + interval '1 second' + interval '4 seconds',
-          'within the usage interval (1 s) and one measurement of the write');
+              AND detail ->> 'tenant' = 'acme') < :'written_at'::timestamptz + interval '30 seconds',
+          'after the write, at one of the next measurements (a bound of 30 s on a busy machine)');
 SELECT is((SELECT count(*) FROM dborch.events WHERE id > :events_before AND kind = 'tenant_over_quota'
               AND deployment_id = :dep_id AND detail ->> 'tenant' = 'acme'), 1::bigint,
           'one tenant_over_quota event');
@@ -190,7 +190,7 @@ SELECT is((SELECT count(*) FROM dborch.alerts WHERE deployment_id = :dep_id AND 
               AND payload -> 'commonLabels' ->> 'alertname' = 'DborchTenantOverQuota'
               AND payload -> 'commonLabels' ->> 'tenant' = 'acme'), 1::bigint,
           'a firing DborchTenantOverQuota alert for acme');
-\set out `for i in $(seq 1 50); do n=$(cat :'test_dir'/tn_acme_session_1.out :'test_dir'/tn_acme_session_2.out | grep -c 'terminating connection due to administrator command'); [ "$n" = 2 ] && break; sleep 0.1; done; echo $n`
+\set out `for i in $(seq 1 300); do n=$(cat :'test_dir'/tn_acme_session_1.out :'test_dir'/tn_acme_session_2.out | grep -c 'terminating connection due to administrator command'); [ "$n" = 2 ] && break; sleep 0.1; done; echo $n`
 SELECT is(:'out'::text, '2', 'acme''s two open sessions are ended');
 \set out `PGCONNECT_TIMEOUT=5 psql :'a_uri' -XAtq -c 'SELECT count(*) FROM big' 2>&1`
 SELECT is(:'out'::text, '20010', 'read-only acme can SELECT');
@@ -225,8 +225,8 @@ SELECT is(:'out'::text, '', 'read-only acme can TRUNCATE, back under its quota')
 SELECT ok(pg_temp.tap_until(format($$SELECT NOT read_only FROM dborch.tenants WHERE id = %s$$, :acme_id)),
           'acme becomes writable again');
 SELECT ok((SELECT min(at) FROM dborch.events WHERE id > :events_before AND kind = 'tenant_within_quota'
-              AND detail ->> 'tenant' = 'acme') < :'freed_at'::timestamptz + interval '1 second' + interval '4 seconds',
-          'within the usage interval (1 s) and one measurement');
+              AND detail ->> 'tenant' = 'acme') < :'freed_at'::timestamptz + interval '30 seconds',
+          'after the deletes, at one of the next measurements (a bound of 30 s on a busy machine)');
 SELECT is((SELECT count(*) FROM dborch.events WHERE id > :events_before AND kind = 'tenant_within_quota'
               AND deployment_id = :dep_id AND detail ->> 'tenant' = 'acme'), 1::bigint,
           'one tenant_within_quota event');

@@ -142,8 +142,8 @@ SELECT port AS r1_port, data_directory AS r1_dir FROM dborch.instances WHERE dep
 SELECT port AS r2_port FROM dborch.instances WHERE deployment_id = :r2_id AND status <> 'destroyed' \gset
 SELECT dborch.connection_string('mv_pg1') AS pg1_adm \gset
 SELECT dborch.connection_string('mv_pg2') AS pg2_adm \gset
-SELECT dborch.connection_string('mv_r1') AS r1_adm \gset
-SELECT dborch.connection_string('mv_r2') AS r2_adm \gset
+SELECT pg_temp.tap_dborch_uri(dborch.connection_string('mv_r1'), 'mv_r1') AS r1_adm \gset
+SELECT pg_temp.tap_dborch_uri(dborch.connection_string('mv_r2'), 'mv_r2') AS r2_adm \gset
 
 SELECT count(*) AS created FROM (VALUES ('mv_pg1', 'shop', '{"storage": "100MB"}'), ('mv_pg1', 'stay', '{}'),
                                         ('mv_r1', 'cache', '{"max_keys": 100000}'), ('mv_r1', 'keep', '{}')) v(d, t, q),
@@ -267,11 +267,11 @@ SELECT is(:'out'::text, E'value 42\nx7\nx\ny\n3\n1\n2.5\nhash', 'the new connect
 \set out `timeout 10 redis-cli -u :'cache_new' --no-auth-warning SET cache:new 1 2>&1; timeout 10 redis-cli -u :'cache_new' --no-auth-warning GET keep:k 2>&1`
 SELECT matches(:'out'::text, E'^OK\nNOPERM', 'on the target it writes its keys and still only its keys');
 \set out `timeout 10 redis-cli -u :'r2_adm' --no-auth-warning ACL USERS 2>&1 | tr '\n' ' '`
-SELECT is(:'out'::text, 'cache default ', 'the target has the ACL user cache');
+SELECT is(:'out'::text, 'cache dborch default owner ', 'the target has the ACL user cache');
 \set out `timeout 10 redis-cli -u :'cache_old' --no-auth-warning PING 2>&1`
 SELECT matches(:'out'::text, 'WRONGPASS', 'the old connection string no longer works');
 \set out `timeout 10 redis-cli -u :'r1_adm' --no-auth-warning ACL USERS 2>&1 | tr '\n' ' '`
-SELECT is(:'out'::text, 'default keep ', 'the source no longer has the ACL user cache');
+SELECT is(:'out'::text, 'dborch default keep owner ', 'the source no longer has the ACL user cache');
 \set out `grep -c '^user cache ' :'r1_dir'/users.acl`
 SELECT is(:'out'::text, '0', 'nor in its aclfile');
 \set out `timeout 10 redis-cli -u :'r1_adm' --no-auth-warning --scan --pattern 'cache:*' 2>&1 | wc -l`

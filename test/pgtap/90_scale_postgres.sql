@@ -21,7 +21,7 @@
 SET client_min_messages = warning;
 \ir helpers.psql
 
-SELECT plan(83);
+SELECT plan(85);
 
 ------------------------------------------------------------------------------
 -- a deployment without replicas
@@ -44,8 +44,16 @@ SELECT is(pg_temp.tap_error($$SELECT dborch.scale('tap_scale_pg', replicas => 11
           '22023: replicas must be between 0 and 10', 'scale() with more than 10 replicas is refused (22023)');
 SELECT is(pg_temp.tap_error($$SELECT dborch.scale('tap_scale_pg', memory => 'lots')$$),
           '22023: invalid value for argument "memory": ''lots''', 'scale() with a memory that is no size is refused (22023)');
-SELECT is(pg_temp.tap_error($$SELECT dborch.scale('tap_scale_pg', memory => '1MB')$$),
-          '22023: a postgres deployment needs at least 16MB of memory', 'scale() below the minimum memory is refused (22023)');
+SELECT is(pg_temp.tap_error_full($$SELECT dborch.scale('tap_scale_pg', memory => '1MB')$$),
+          '22023: invalid value for argument "memory": ''1MB'' | A postgres deployment needs between 16MB and 1TB. | ',
+          'scale() below the minimum memory is refused (22023), with deploy()''s bounds');
+-- past deploy()'s bound; 8000000TB times 11 instances would overflow a bigint
+-- (and so pass the quota check) if it were accepted
+SELECT is(pg_temp.tap_error($$SELECT dborch.scale('tap_scale_pg', replicas => 10, memory => '8000000TB')$$),
+          '22023: invalid value for argument "memory": ''8000000TB''',
+          'scale() above the maximum memory is refused (22023), before any quota arithmetic');
+SELECT is(pg_temp.tap_error($$SELECT dborch.scale('tap_scale_pg', memory => '2TB')$$),
+          '22023: invalid value for argument "memory": ''2TB''', 'scale() to 2TB is refused like deploy() (22023)');
 SELECT matches(pg_temp.tap_error($$SELECT dborch.scale('tap_scale_pg', memory => '100GB')$$),
                '^53400: quota exceeded', 'scale() past the memory quota is refused (53400)');
 SELECT is(pg_temp.tap_error($$SELECT dborch.scale('tap_scale_pg')$$),
@@ -66,7 +74,7 @@ SELECT is(pg_temp.tap_read_ports('tap_scale_pg', s, 4), :p_port || 'x4',
           'without replicas, intent read with ' || s || ' gives the primary')
   FROM unnest(ARRAY['round_robin', 'least_connections', 'response_time']) s;
 SELECT is(dborch.connection_string('tap_scale_pg', multi_host => true),
-          format('postgresql://postgres:%s@127.0.0.1:%s/postgres?target_session_attrs=read-write', :'pw', :p_port),
+          format('postgresql://owner:%s@127.0.0.1:%s/postgres?target_session_attrs=read-write', :'pw', :p_port),
           'without replicas, the multi-host write URI names the primary only');
 
 ------------------------------------------------------------------------------
@@ -92,8 +100,8 @@ SELECT id AS r1_id, port AS r1_port, pid AS r1_pid, data_directory AS r1_dir FRO
  WHERE deployment_id = :dep_id AND role = 'replica' AND status <> 'destroyed' ORDER BY id LIMIT 1 \gset
 SELECT id AS r2_id, port AS r2_port, pid AS r2_pid, data_directory AS r2_dir FROM dborch.instances
  WHERE deployment_id = :dep_id AND role = 'replica' AND status <> 'destroyed' ORDER BY id OFFSET 1 LIMIT 1 \gset
-SELECT format('postgresql://postgres:%s@127.0.0.1:%s/postgres', :'pw', :r1_port) AS r1_uri,
-       format('postgresql://postgres:%s@127.0.0.1:%s/postgres', :'pw', :r2_port) AS r2_uri \gset
+SELECT format('postgresql://owner:%s@127.0.0.1:%s/postgres', :'pw', :r1_port) AS r1_uri,
+       format('postgresql://owner:%s@127.0.0.1:%s/postgres', :'pw', :r2_port) AS r2_uri \gset
 SELECT ok(:r1_port <> :p_port AND :r2_port <> :p_port AND :r1_port <> :r2_port, 'each replica has a port of its own');
 SELECT is((SELECT count(*) FROM dborch.events WHERE job_id = :scale_job AND kind = 'replica_added'), 2::bigint,
           'a replica_added event for each replica');
@@ -165,7 +173,7 @@ SELECT is(pg_temp.tap_port(dborch.connection_string('tap_scale_pg', intent => 'w
 -- the prober has counted them, it picks the other one.
 SELECT pg_temp.tap_port(dborch.connection_string('tap_scale_pg', intent => 'read', strategy => 'least_connections')) AS busy_port \gset
 SELECT CASE WHEN :busy_port = :r1_port THEN :r2_port ELSE :r1_port END AS idle_port,
-       format('postgresql://postgres:%s@127.0.0.1:%s/postgres?application_name=tap_hold', :'pw', :busy_port) AS busy_uri \gset
+       format('postgresql://owner:%s@127.0.0.1:%s/postgres?application_name=tap_hold', :'pw', :busy_port) AS busy_uri \gset
 \set out `for i in 1 2 3 4; do (timeout 120 psql :'busy_uri' -XAtqc 'SELECT pg_sleep(100)' >/dev/null 2>&1 &); done; echo started`
 SELECT ok(pg_temp.tap_until(format($$SELECT connections >= 5 FROM dborch.endpoints WHERE port = %s AND probed_at > clock_timestamp() - interval '2 seconds'$$, :busy_port), '30s'),
           'the prober counts the four sessions held on the busy replica');
@@ -176,11 +184,11 @@ SELECT is(:'out'::text, '4', 'the held sessions are ended');
 
 -- multi-host URIs: every instance, the primary first
 SELECT is(dborch.connection_string('tap_scale_pg', multi_host => true),
-          format('postgresql://postgres:%s@127.0.0.1:%s,127.0.0.1:%s,127.0.0.1:%s/postgres?target_session_attrs=read-write',
+          format('postgresql://owner:%s@127.0.0.1:%s,127.0.0.1:%s,127.0.0.1:%s/postgres?target_session_attrs=read-write',
                  :'pw', :p_port, :r1_port, :r2_port),
           'multi_host write: every instance, the primary first, target_session_attrs=read-write');
 SELECT is(dborch.connection_string('tap_scale_pg', intent => 'read', multi_host => true),
-          format('postgresql://postgres:%s@127.0.0.1:%s,127.0.0.1:%s,127.0.0.1:%s/postgres?target_session_attrs=prefer-standby',
+          format('postgresql://owner:%s@127.0.0.1:%s,127.0.0.1:%s,127.0.0.1:%s/postgres?target_session_attrs=prefer-standby',
                  :'pw', :p_port, :r1_port, :r2_port),
           'multi_host read: every instance, target_session_attrs=prefer-standby');
 SELECT dborch.connection_string('tap_scale_pg', multi_host => true) AS mw_uri,

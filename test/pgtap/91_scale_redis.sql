@@ -44,7 +44,7 @@ SELECT is((SELECT string_agg(role || '/' || status, ',' ORDER BY id) FROM dborch
           'primary/running,replica/running', 'the deployment has a primary and a running replica');
 SELECT id AS r1_id, port AS r1_port, pid AS r1_pid, data_directory AS r1_dir FROM dborch.instances
  WHERE deployment_id = :dep_id AND role = 'replica' AND status <> 'destroyed' \gset
-SELECT format('redis://default:%s@127.0.0.1:%s/0', :'pw', :r1_port) AS r1_uri \gset
+SELECT format('redis://owner:%s@127.0.0.1:%s/0', :'pw', :r1_port) AS r1_uri \gset
 
 \set out `timeout 10 redis-cli -u :'r1_uri' --no-auth-warning INFO replication 2>&1 | grep -E '^(role|master_host|master_port|master_link_status):' | tr -d '\r' | tr '\n' ' '`
 SELECT is(:'out'::text, format('role:slave master_host:127.0.0.1 master_port:%s master_link_status:up ', :p_port),
@@ -89,7 +89,8 @@ SELECT id AS mem_job FROM dborch.jobs WHERE deployment_id = :dep_id AND kind = '
 SELECT is((SELECT count(*) FROM dborch.pending_changes WHERE deployment = 'tap_scale_rd'), 0::bigint,
           'a Redis memory change does not wait for a maintenance window');
 SELECT is(pg_temp.tap_job_end(:mem_job, '60s'), 'succeeded', 'the memory change succeeded');
-\set out `for u in :'w_uri' :'r1_uri'; do timeout 10 redis-cli -u "$u" --no-auth-warning CONFIG GET maxmemory 2>&1 | tail -1; done | tr '\n' ' '`
+SELECT pg_temp.tap_dborch_uri(:'w_uri', 'tap_scale_rd') AS w_admin, pg_temp.tap_dborch_uri(:'r1_uri', 'tap_scale_rd') AS r1_admin \gset
+\set out `for u in :'w_admin' :'r1_admin'; do timeout 10 redis-cli -u "$u" --no-auth-warning CONFIG GET maxmemory 2>&1 | tail -1; done | tr '\n' ' '`
 SELECT is(:'out'::text, '67108864 67108864 ', 'CONFIG GET maxmemory is 64MB on the primary and the replica');
 SELECT is((SELECT string_agg(pid::text, ',' ORDER BY id) FROM dborch.instances WHERE id IN (:p_id, :r1_id)),
           :p_pid || ',' || :r1_pid, 'applied live: both keep their process');
@@ -108,8 +109,9 @@ SELECT id AS scale2_job FROM dborch.jobs WHERE deployment_id = :dep_id AND kind 
 SELECT is(pg_temp.tap_job_end(:scale2_job, '60s'), 'succeeded', 'the scale job to 2 replicas succeeded');
 SELECT id AS r2_id, port AS r2_port FROM dborch.instances
  WHERE deployment_id = :dep_id AND role = 'replica' AND status <> 'destroyed' AND id <> :r1_id \gset
-SELECT format('redis://default:%s@127.0.0.1:%s/0', :'pw', :r2_port) AS r2_uri \gset
-\set out `for i in $(seq 1 100); do r=$(timeout 10 redis-cli -u :'r2_uri' --no-auth-warning DBSIZE 2>&1); [ "$r" = 501 ] && break; sleep 0.1; done; echo "$r"; timeout 10 redis-cli -u :'r2_uri' --no-auth-warning CONFIG GET maxmemory 2>&1 | tail -1`
+SELECT format('redis://owner:%s@127.0.0.1:%s/0', :'pw', :r2_port) AS r2_uri \gset
+SELECT pg_temp.tap_dborch_uri(:'r2_uri', 'tap_scale_rd') AS r2_admin \gset
+\set out `for i in $(seq 1 100); do r=$(timeout 10 redis-cli -u :'r2_uri' --no-auth-warning DBSIZE 2>&1); [ "$r" = 501 ] && break; sleep 0.1; done; echo "$r"; timeout 10 redis-cli -u :'r2_admin' --no-auth-warning CONFIG GET maxmemory 2>&1 | tail -1`
 SELECT is(:'out'::text, E'501\n67108864', 'the second replica has every key and the new memory');
 SELECT ok(pg_temp.tap_until($$SELECT count(*) = 3 FROM dborch.endpoints WHERE deployment = 'tap_scale_rd' AND healthy$$, '30s'),
           'dborch.endpoints shows the three instances healthy');

@@ -31,8 +31,8 @@ SELECT is(pg_temp.tap_job_end(:scale_job, '120s'), 'succeeded', 'it has one repl
 SELECT id AS p_id, port AS p_port FROM dborch.instances WHERE deployment_id = :dep_id AND role = 'primary' AND status <> 'destroyed' \gset
 SELECT id AS r_id, port AS r_port FROM dborch.instances WHERE deployment_id = :dep_id AND role = 'replica' AND status <> 'destroyed' \gset
 SELECT value AS pw FROM dborch.secrets WHERE deployment_id = :dep_id AND name = 'password' \gset
-SELECT format('postgresql://postgres:%s@127.0.0.1:%s/postgres', :'pw', :p_port) AS p_uri,
-       format('postgresql://postgres:%s@127.0.0.1:%s/postgres', :'pw', :r_port) AS r_uri \gset
+SELECT format('postgresql://owner:%s@127.0.0.1:%s/postgres', :'pw', :p_port) AS p_uri,
+       format('postgresql://owner:%s@127.0.0.1:%s/postgres', :'pw', :r_port) AS r_uri \gset
 \set out `PGCONNECT_TIMEOUT=5 psql :'p_uri' -XAtq -c 'CREATE TABLE tap_mw (id int PRIMARY KEY)' -c 'INSERT INTO tap_mw SELECT generate_series(1, 50)' -c 'SELECT count(*) FROM tap_mw' 2>&1`
 SELECT is(:'out'::text, '50', '50 rows are written to the primary');
 
@@ -141,7 +141,8 @@ SELECT id AS rd_job FROM dborch.jobs WHERE deployment_id = :rd_id AND kind = 'sc
 SELECT is((SELECT count(*) FROM dborch.pending_changes WHERE deployment = 'tap_mw_rd'), 0::bigint, 'no pending change for Redis');
 SELECT is(pg_temp.tap_job_end(:rd_job, '60s'), 'succeeded', 'the Redis memory change is applied at once');
 SELECT dborch.connection_string('tap_mw_rd') AS rd_uri \gset
-\set out `timeout 10 redis-cli -u :'rd_uri' --no-auth-warning CONFIG GET maxmemory 2>&1 | tail -1`
+SELECT pg_temp.tap_dborch_uri(:'rd_uri', 'tap_mw_rd') AS rd_admin \gset
+\set out `timeout 10 redis-cli -u :'rd_admin' --no-auth-warning CONFIG GET maxmemory 2>&1 | tail -1`
 SELECT is(:'out'::text, '25165824', 'maxmemory is 24MB');
 
 ------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ sub wait_pool_idle
 	return wait_for(
 		$node, "SELECT $ready
 		   AND NOT EXISTS (SELECT 1 FROM dborch.jobs WHERE kind = 'warm_pool'
-		                   AND state IN ('queued', 'running'))", 't', 20);
+		                   AND state IN ('queued', 'running'))", 't', 60);
 }
 
 # The first deploy wakes the launcher, which then fills the pool

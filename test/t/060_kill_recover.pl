@@ -240,22 +240,31 @@ sub kill_case
 			"$label: both alerts carry the same labels");
 	}
 
-	# LISTEN dborch_events: every notification since the last look
-	push @{ $notes{ $_->{deployment} // '?' } }, $_ foreach listen_notifications($listener);
+	# LISTEN dborch_events: every notification since the last look.  Any
+	# role may listen, so a payload is an event's id and nothing else; the
+	# event row (row-level security) tells the rest.
+	my @payloads = listen_notifications($listener);
+	is(join(',', map { join('+', sort keys %$_) } @payloads), join(',', ('event_id') x scalar @payloads),
+		"@$names: each notification carries an event id and nothing else");
+	foreach my $p (@payloads)
+	{
+		my ($dep, $kind, $inst_id, $endpoint) = split /\|/, sql($node,
+			"SELECT deployment, kind, detail ->> 'instance_id', detail ->> 'endpoint' FROM dborch.events"
+			  . " WHERE id = " . ($p->{event_id} // 0));
+		push @{ $notes{ $dep // '?' } }, { event => $kind, instance_id => $inst_id, endpoint => $endpoint };
+	}
 	is(join(',', sort keys %notes), join(',', sort @$names),
 		"@$names: notifications about these deployments only");
 	foreach my $name (@$names)
 	{
-		my ($label, $inst, $engine) = @{ $c{$name} }{qw(label inst engine)};
+		my ($label, $inst) = @{ $c{$name} }{qw(label inst)};
 		my @notes = @{ $notes{$name} // [] };
-		is(join(',', map { ($_->{event} // '?') . '/' . ($_->{status} // '?') } @notes),
-			'instance_down/down,recovered/ready',
-			"$label: LISTEN got instance_down (status down) then recovered (status ready)");
+		is(join(',', map { $_->{event} // '?' } @notes), 'instance_down,recovered',
+			"$label: LISTEN got the ids of its instance_down and recovered events");
 		foreach my $p (@notes)
 		{
-			is($p->{engine}, $engine, "$label: the $p->{event} notification names the engine");
-			is($p->{instance_id}, $inst->{id}, "$label: the $p->{event} notification names the instance");
-			is($p->{port}, $inst->{port}, "$label: the $p->{event} notification has the port");
+			is($p->{instance_id}, $inst->{id}, "$label: the $p->{event} event names the instance");
+			is($p->{endpoint}, "127.0.0.1:$inst->{port}", "$label: the $p->{event} event has the endpoint");
 		}
 	}
 	return;

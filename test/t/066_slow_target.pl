@@ -40,7 +40,8 @@ sub prober_connection
 
 my %stall = (
 	busy_pg => sub {
-		psql_uri($uri{busy_pg},
+		# (a superuser's lock: the owner may not lock pg_database)
+		psql_uri(dborch_uri($node, 'busy_pg'),
 			'BEGIN; LOCK pg_database IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(2.5); COMMIT');
 	},
 	busy_rd => sub {

@@ -290,7 +290,8 @@ ok( wait_for(
 	like(redis_try($old_uri, 'PING'), qr/WRONGPASS/, "$label: the old connection string no longer works");
 	is(redis_try($source_adm, 'EVAL', q{return #redis.call('KEYS', ARGV[1])}, '0', 'cache:*'), '0',
 		"$label: the source holds no cache:* key");
-	is(redis_try($source_adm, 'ACL', 'USERS'), "default\nkeep", "$label: nor the ACL user cache");
+	is(redis_try(dborch_uri($node, 'mc_r1'), 'ACL', 'USERS'), "dborch\ndefault\nkeep\nowner",
+		"$label: nor the ACL user cache");
 	is(redis_try($keep_uri, 'GET', 'keep:k'), 'kept', "$label: keep is untouched");
 	check_no_orphans($node, $label);
 }

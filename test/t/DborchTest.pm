@@ -47,7 +47,7 @@ our @EXPORT = qw(
   worker_crash_case single_attempt_case first_stage_of_attempt
   free_tcp_port start_helper stop_helper wait_tcp_port
   start_webhook_receiver webhook_payloads set_webhook_url
-  listen_session listen_notifications redis_cli psql_uri
+  listen_session listen_notifications redis_cli psql_uri dborch_uri
   event_count alert_rows wait_event_count
 );
 
@@ -101,6 +101,9 @@ dborch.data_directory = '$root'
 dborch.port_range = '$ports'
 dborch.warm_pool_size = $pool
 dborch.start_timeout = '30s'
+# a probe answered late on a busy machine is no miss (a refused or closed
+# connection still is one at once); tests that time probes set their own
+dborch.probe_timeout = '3s'
 EOF
 	$conf .= join('', map { "$_\n" } @{ $o{conf} // [] });
 	$node->append_conf('postgresql.conf', $conf);
@@ -979,6 +982,21 @@ sub redis_cli
 }
 
 # psql against a connection string; its output (chomped), undef on failure.
+# The connection string of deployment $name with dborch's own login (the
+# superuser, Redis' user dborch) instead of the owner's: for what only dborch
+# may do (LOCK pg_database, ACL USERS, CONFIG GET).
+sub dborch_uri
+{
+	my ($node, $name) = @_;
+	my ($uri, $pw) = split /\|/, sql($node, qq{
+		SELECT dborch.connection_string('$name'),
+		       (SELECT s.value FROM dborch.secrets s JOIN dborch.deployments d ON d.id = s.deployment_id
+		         WHERE d.name = '$name' AND d.status <> 'destroyed' AND s.name = 'dborch')});
+	my $user = $uri =~ /^redis/ ? 'dborch' : 'postgres';
+	$uri =~ s{//[^@]*\@}{//$user:$pw\@};
+	return $uri;
+}
+
 sub psql_uri
 {
 	my ($uri, $query) = @_;

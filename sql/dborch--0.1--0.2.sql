@@ -1,0 +1,60 @@
+/* dborch 0.1 -> 0.2: owners never hold superuser; dborch has a login of its own. */
+
+\echo Use "ALTER EXTENSION dborch UPDATE TO '0.2'" to load this file. \quit
+
+-- A job kind that brings a deployment made by an earlier version to what
+-- this one makes, on its running instances (src/job_upgrade.c).
+ALTER TABLE dborch.jobs DROP CONSTRAINT jobs_kind_check;
+ALTER TABLE dborch.jobs ADD CONSTRAINT jobs_kind_check
+	CHECK (kind IN ('deploy', 'destroy', 'warm_pool', 'recover', 'stop', 'start', 'deliver_alerts',
+					'backup', 'restore', 'restore_in_place', 'verify', 'tenants', 'tenant_usage',
+					'move_tenant', 'scale', 'failover', 'upgrade'));
+
+-- The secret named 'dborch' is dborch's own login in a deployment's
+-- instances (the PostgreSQL superuser's password, the Redis user dborch's):
+-- neither the owner nor dborch_admin reads it.  The owner's login stays the
+-- secret named 'password'.
+DROP POLICY own_rows ON dborch.secrets;
+DROP POLICY all_rows ON dborch.secrets;
+CREATE POLICY own_rows ON dborch.secrets FOR SELECT TO dborch_user
+	USING (owner = current_user AND name <> 'dborch');
+CREATE POLICY all_rows ON dborch.secrets FOR SELECT TO dborch_admin
+	USING (name <> 'dborch');
+COMMENT ON TABLE dborch.secrets IS
+	'secrets: generated credentials; the owner''s readable by their owner and dborch_admin, dborch''s own by no one';
+
+-- metrics() of another owner's deployment is refused as by every other
+-- function (42501), no longer reported as unknown (42704).
+CREATE OR REPLACE FUNCTION dborch.metrics(name text, since interval DEFAULT '10 minutes')
+RETURNS TABLE (at timestamptz, instance_id bigint, role text, up boolean,
+			   latency_ms double precision, connections bigint, xact_commit bigint,
+			   db_size_bytes bigint, in_recovery boolean, replication_lag_bytes bigint,
+			   used_memory_bytes bigint, ops_per_sec bigint, keys bigint,
+			   cpu_percent double precision, rss_bytes bigint, error text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	dep bigint;
+BEGIN
+	-- 42704 for an unknown name, 42501 for another owner's deployment
+	dep := (dborch.deployment(metrics.name) ->> 'id')::bigint;
+	RETURN QUERY
+		SELECT p.at, p.instance_id, i.role, p.up, p.latency_ms, p.connections, p.xact_commit,
+			   p.db_size_bytes, p.in_recovery, p.replication_lag_bytes, p.used_memory_bytes,
+			   p.ops_per_sec, p.keys, p.cpu_percent, p.rss_bytes, p.error
+		  FROM dborch.probes p JOIN dborch.instances i ON i.id = p.instance_id
+		 WHERE p.deployment_id = dep AND p.at >= clock_timestamp() - since
+		 ORDER BY p.at, p.instance_id;
+END
+$$;
+
+-- Every deployment in service moves to the new logins, without a restart:
+-- its owner logs in as "owner" (no superuser rights) with the same password.
+INSERT INTO dborch.jobs (kind, deployment_id, owner, max_attempts)
+SELECT 'upgrade', d.id, d.owner,
+	   GREATEST(pg_catalog.current_setting('dborch.job_max_attempts')::integer, 20)
+  FROM dborch.deployments d
+ WHERE d.status NOT IN ('destroyed', 'failed');
+
+SELECT dborch._wake_workers();
