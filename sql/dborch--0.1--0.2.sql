@@ -23,6 +23,13 @@ CREATE POLICY all_rows ON dborch.secrets FOR SELECT TO dborch_admin
 COMMENT ON TABLE dborch.secrets IS
 	'secrets: generated credentials; the owner''s readable by their owner and dborch_admin, dborch''s own by no one';
 
+-- A tenant that a restore carried over (or a restore in place applies
+-- again) takes over what the restored data holds of it; a new one never
+-- takes over keys of its prefix that are already there (the owner's).
+ALTER TABLE dborch.tenants ADD COLUMN adopt_data boolean NOT NULL DEFAULT false;
+COMMENT ON COLUMN dborch.tenants.adopt_data IS
+	'the tenant takes over the data of its name the instance holds (carried by a restore)';
+
 -- metrics() of another owner's deployment is refused as by every other
 -- function (42501), no longer reported as unknown (42704).
 CREATE OR REPLACE FUNCTION dborch.metrics(name text, since interval DEFAULT '10 minutes')

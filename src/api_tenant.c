@@ -198,7 +198,7 @@ dborch_create_tenant(PG_FUNCTION_ARGS)
 		api_leave(&caller);
 		PG_RETURN_DATUM(row);
 	}
-	id = cat_insert_tenant(d, name, quota);
+	id = cat_insert_tenant(d, name, quota, false);
 	dborch_note_queued_deployment(d->id);
 	row = cat_tenant_row(id);
 	api_leave(&caller);

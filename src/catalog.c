@@ -818,6 +818,15 @@ cat_cancel_unfinished_jobs(int64 deployment_id)
 			  1, cat_i64(deployment_id));
 }
 
+/* Has any attempt of the job entered stage (its stage events say so)? */
+bool
+cat_job_reached_stage(int64 job_id, const char *stage)
+{
+	return cat_query("SELECT 1 FROM dborch.events WHERE job_id = $1::bigint AND kind = 'stage'"
+					 " AND detail ->> 'stage' = $2 LIMIT 1",
+					 2, cat_i64(job_id), stage)->nrows > 0;
+}
+
 /*
  * Ask a job to stop: a queued one is made due now, and its worker runs the
  * job kind's undo instead of its stages (a cancelled move gives the tenant
@@ -2002,7 +2011,7 @@ cat_unschedule_backups(int64 deployment_id, const char *kind)
 
 #define TENANT_QUERY \
 	"SELECT t.id, t.deployment_id, t.deployment, t.name, t.owner, t.engine, t.status," \
-	" t.read_only, t.quota::text AS quota, s.value AS password," \
+	" t.read_only, t.adopt_data, t.quota::text AS quota, s.value AS password," \
 	" (t.quota ->> 'max_connections')::bigint AS max_connections, t.quota ->> 'storage' AS storage," \
 	" (t.quota ->> 'max_keys')::bigint AS max_keys, t.quota ->> 'memory' AS memory" \
 	" FROM dborch.tenants t LEFT JOIN dborch.secrets s" \
@@ -2022,6 +2031,7 @@ tenant_from(CatResult *r, int row)
 	t->engine = cat_str(r, row, "engine");
 	t->status = cat_str(r, row, "status");
 	t->read_only = strcmp(cat_value(r, row, "read_only"), "t") == 0;
+	t->adopt_data = strcmp(cat_value(r, row, "adopt_data"), "t") == 0;
 	t->quota = cat_str(r, row, "quota");
 	t->password = cat_str(r, row, "password");
 	t->max_connections = (v = cat_value(r, row, "max_connections")) ? strtoi64(v, NULL, 10) : -1;
@@ -2095,17 +2105,18 @@ cat_tenant_row(int64 id)
  * create_tenant() calls is applied by one job.
  */
 int64
-cat_insert_tenant(Deployment *d, const char *name, const char *quota)
+cat_insert_tenant(Deployment *d, const char *name, const char *quota, bool adopt_data)
 {
 	CatResult  *r;
 	int64		id;
 
 	r = cat_query("INSERT INTO dborch.tenants (deployment_id, deployment, name, owner, engine,"
-				  " quota, key_prefix)"
+				  " quota, key_prefix, adopt_data)"
 				  " VALUES ($1::bigint, $2, $3, $4::name, $5, $6::jsonb,"
-				  "         CASE WHEN $5 = 'redis' THEN $3 || ':' END)"
+				  "         CASE WHEN $5 = 'redis' THEN $3 || ':' END, $7::bool)"
 				  " RETURNING id",
-				  6, cat_i64(d->id), d->name, name, d->owner, d->engine, quota);
+				  7, cat_i64(d->id), d->name, name, d->owner, d->engine, quota,
+				  adopt_data ? "true" : "false");
 	id = cat_int64(r, 0, "id");
 	cat_set_secret(d->id, psprintf("tenant:%s", name), dborch_random_password(32));
 	cat_queue_tenants_job(d);
@@ -2121,7 +2132,7 @@ int
 cat_tenants_reapply(int64 deployment_id)
 {
 	return cat_query("UPDATE dborch.tenants SET status = 'pending', read_only = false,"
-					 " updated_at = pg_catalog.clock_timestamp()"
+					 " adopt_data = true, updated_at = pg_catalog.clock_timestamp()"
 					 " WHERE deployment_id = $1::bigint AND status = 'active' RETURNING id",
 					 1, cat_i64(deployment_id))->nrows;
 }

@@ -196,7 +196,7 @@ stage_tenants(JobContext *ctx)
 		/* a resumed job finds those it carried already */
 		if (cat_live_tenant(target->id, t->name) != NULL)
 			continue;
-		(void) cat_insert_tenant(target, t->name, t->quota);
+		(void) cat_insert_tenant(target, t->name, t->quota, true);
 		carried++;
 	}
 	lock_out_tenants(ctx, load_instance(ctx));

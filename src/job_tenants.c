@@ -58,34 +58,35 @@ static void
 stage_create(JobContext *ctx)
 {
 	List	   *pending = cat_tenants_in(ctx->deployment_id, "pending");
+	List	   *refused;
+	List	   *made = NIL;
 	Instance   *inst;
+	ListCell   *lc;
 
 	if (pending == NIL)
 		return;
 	inst = serving_instance(ctx->deployment_id);
-	if (is_postgres(inst))
+	refused = is_postgres(inst) ? tenant_pg_create(inst, pending) : tenant_redis_create(inst, pending);
+	foreach(lc, pending)
 	{
-		List	   *refused = tenant_pg_create(inst, pending);
-		ListCell   *lc;
+		Tenant	   *t = lfirst(lc);
 
-		foreach(lc, refused)
+		if (!list_member_ptr(refused, t))
 		{
-			Tenant	   *t = lfirst(lc);
-
-			cat_tenant_set_status(t->id, "failed",
-								  psprintf("a role or schema named \"%s\" already exists in the instance"
-										   " and is no tenant of dborch's: drop it, or choose another name",
-										   t->name));
-			cat_event(DBORCH_ACTOR, ctx->deployment_id, ctx->job_id, "tenant_failed",
-					  psprintf("tenant %s not created: a role or schema of that name exists and is not dborch's",
-							   t->name),
-					  psprintf("{\"tenant\": \"%s\"}", t->name));
-			pending = list_delete_ptr(pending, t);
+			made = lappend(made, t);
+			continue;
 		}
+		cat_tenant_set_status(t->id, "failed", is_postgres(inst)
+							  ? psprintf("a role or schema named \"%s\" already exists in the instance and is"
+										 " no tenant of dborch's: drop it, or choose another name", t->name)
+							  : psprintf("keys with the prefix \"%s:\" already exist in the instance and belong"
+										 " to no tenant of dborch's: remove them, or choose another name", t->name));
+		cat_event(DBORCH_ACTOR, ctx->deployment_id, ctx->job_id, "tenant_failed",
+				  psprintf("tenant %s not created: the instance holds data of that name that is not a tenant's",
+						   t->name),
+				  psprintf("{\"tenant\": \"%s\"}", t->name));
 	}
-	else
-		tenant_redis_create(inst, pending);
-	cat_tenants_created(ctx->deployment_id, ctx->job_id, pending);
+	cat_tenants_created(ctx->deployment_id, ctx->job_id, made);
 }
 
 static void
@@ -306,8 +307,10 @@ stage_move_prepare(JobContext *ctx)
 	if (switched(ctx, t))
 		return;
 	target = serving_instance(target_id(ctx));
-	if (is_postgres(target) ? tenant_pg_name_taken(target, t->name)
-		: tenant_redis_name_taken(target, t->name))
+	/* (an earlier attempt of this job made it there: that one is ours) */
+	if (!cat_job_reached_stage(ctx->job_id, "create_on_target") &&
+		(is_postgres(target) ? tenant_pg_name_taken(target, t->name)
+		 : tenant_redis_name_taken(target, t->name)))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("deployment \"%s\" already holds %s named \"%s\"", target->deployment_name,
@@ -426,13 +429,11 @@ stage_move_finalize(JobContext *ctx)
  * (unless over quota).  After it: the tenant is active where it is; the
  * source's leftovers are reported.
  */
-/* Did the job get to (or past) creating the tenant on the target? */
+/* Did an attempt of the job get to creating the tenant on the target? */
 static bool
 created_on_target(JobContext *ctx)
 {
-	char	   *stage = cat_job(ctx->job_id)->stage;
-
-	return stage != NULL && strcmp(stage, "prepare") != 0;
+	return cat_job_reached_stage(ctx->job_id, "create_on_target");
 }
 
 static void

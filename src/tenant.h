@@ -29,6 +29,7 @@ typedef struct Tenant
 	char	   *engine;
 	char	   *status;
 	bool		read_only;
+	bool		adopt_data;		/* carried by a restore: takes over what the data holds */
 	char	   *quota;			/* jsonb as text */
 	char	   *password;
 	/* quota, -1 when not limited */
@@ -58,7 +59,7 @@ extern void tenant_pg_copy(Instance *source, Instance *target, const char *name,
 extern void tenant_pg_fingerprints(Instance *a, Instance *b, const char *name, char **on_a, char **on_b);
 
 /* tenant_redis.c */
-extern void tenant_redis_create(Instance *inst, List *tenants);
+extern List *tenant_redis_create(Instance *inst, List *tenants);
 extern void tenant_redis_drop(Instance *inst, const char *name);
 extern void tenant_redis_set_read_only(Instance *inst, Tenant *t, bool read_only);
 extern void tenant_redis_usage(Instance *inst, List *tenants, TenantUsage *usage);

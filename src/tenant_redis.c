@@ -180,12 +180,96 @@ acl_instances(Instance *primary)
 	return list;
 }
 
-void
+static void scan_keys(redisContext *c, const char *pattern,
+					  void (*fn) (redisContext *, redisReply *, void *), void *arg);
+
+/* Names of new tenants, and those found with keys already. */
+typedef struct PrefixScan
+{
+	HTAB	   *names;
+	List	   *taken;
+} PrefixScan;
+
+static void
+prefix_batch(redisContext *c, redisReply *keys, void *arg)
+{
+	PrefixScan *scan = arg;
+
+	for (size_t i = 0; i < keys->elements; i++)
+	{
+		const char *key = keys->element[i]->str;
+		const char *colon = strchr(key, ':');
+		char		name[NAMEDATALEN] = {0};
+		bool		found;
+
+		if (colon == NULL || colon - key >= NAMEDATALEN)
+			continue;
+		memcpy(name, key, colon - key);
+		hash_search(scan->names, name, HASH_REMOVE, &found);
+		if (found)
+			scan->taken = lappend(scan->taken, pstrdup(name));
+	}
+}
+
+/*
+ * The new tenants among tenants (not carried by a restore) whose prefix
+ * "<name>:" the instance holds keys of already (the owner's): one SCAN of
+ * the keyspace for the whole batch.  Such a tenant is never made: it would
+ * take over those keys.
+ */
+static List *
+taken_prefixes(Instance *inst, List *tenants)
+{
+	PrefixScan	scan = {NULL, NIL};
+	HASHCTL		ctl;
+	ListCell   *lc;
+	List	   *refused = NIL;
+	redisContext *c;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = NAMEDATALEN;
+	ctl.entrysize = NAMEDATALEN;
+	ctl.hcxt = CurrentMemoryContext;
+	scan.names = hash_create("dborch new tenants", list_length(tenants) + 1, &ctl,
+							 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	foreach(lc, tenants)
+		if (!((Tenant *) lfirst(lc))->adopt_data)
+			(void) hash_search(scan.names, ((Tenant *) lfirst(lc))->name, HASH_ENTER, NULL);
+	if (hash_get_num_entries(scan.names) == 0)
+		return NIL;
+	c = engine_redis_connect(inst);
+	scan_keys(c, "*", prefix_batch, &scan);
+	redisFree(c);
+	foreach(lc, tenants)
+	{
+		ListCell   *ln;
+
+		foreach(ln, scan.taken)
+			if (strcmp(lfirst(ln), ((Tenant *) lfirst(lc))->name) == 0)
+				refused = lappend(refused, lfirst(lc));
+	}
+	return refused;
+}
+
+/*
+ * ACL users of tenants on every instance; returns the tenants left out
+ * because keys of their prefix exist already (taken_prefixes()).
+ */
+List *
 tenant_redis_create(Instance *inst, List *tenants)
 {
 	List	   *conns = NIL;
+	List	   *refused = taken_prefixes(inst, tenants);
+	List	   *todo = NIL;
 	ListCell   *li;
 	ListCell   *lc;
+
+	foreach(lc, tenants)
+		if (!list_member_ptr(refused, lfirst(lc)))
+			todo = lappend(todo, lfirst(lc));
+	if (todo == NIL)
+		return refused;
+	tenants = todo;
 
 	/*
 	 * Pipelined, and every instance at once: all ACL SETUSERs go out before
@@ -212,6 +296,7 @@ tenant_redis_create(Instance *inst, List *tenants)
 		expect_reply(lfirst(li), "ACL SAVE");
 		redisFree(lfirst(li));
 	}
+	return refused;
 }
 
 /* SCAN the keys matching pattern; calls fn on each batch. */

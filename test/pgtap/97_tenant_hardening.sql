@@ -14,7 +14,7 @@
 SET client_min_messages = warning;
 \ir helpers.psql
 
-SELECT plan(18);
+SELECT plan(22);
 
 SELECT status FROM dborch.deploy('tap_th_rd', 'redis', '{"memory": "16MB"}') \gset
 SELECT is((SELECT status FROM dborch.wait('tap_th_rd', '60s')), 'ready', 'a Redis deployment is ready');
@@ -31,6 +31,18 @@ SELECT matches(:'out'::text, '^NOPERM', 'acme cannot turn on CLIENT TRACKING (BC
 SELECT matches(:'out'::text, '^NOPERM', 'acme cannot COPY a key into another database');
 \set out `timeout 10 redis-cli -u :'a_uri' --no-auth-warning GET acme:k 2>&1`
 SELECT is(:'out'::text, 'v', 'acme keeps its everyday commands');
+
+-- a new tenant never takes over keys of its prefix that are there already
+SELECT dborch.connection_string('tap_th_rd') AS own_uri \gset
+\set out `timeout 10 redis-cli -u :'own_uri' --no-auth-warning SET squat:mine "the owner's" 2>&1`
+SELECT is(:'out'::text, 'OK', 'the owner writes a key squat:mine');
+SELECT status FROM dborch.create_tenant('tap_th_rd', 'squat') \gset
+SELECT ok(pg_temp.tap_until($$SELECT status = 'failed' FROM dborch.tenants WHERE deployment = 'tap_th_rd' AND name = 'squat'$$, '60s'),
+          'create_tenant() of squat fails: keys of its prefix exist');
+SELECT matches((SELECT last_error FROM dborch.tenants WHERE deployment = 'tap_th_rd' AND name = 'squat'),
+               '^keys with the prefix "squat:" already exist in the instance', 'the reason says so');
+\set out `timeout 10 redis-cli -u :'adm_uri' --no-auth-warning ACL GETUSER squat 2>&1 | head -1`
+SELECT is(:'out'::text, '', 'no ACL user squat was made');
 
 -- a runaway script of acme (read-only, so SCRIPT KILL can stop it)
 SELECT max(id) AS events_before FROM dborch.events \gset
