@@ -88,6 +88,9 @@ cp_init() {
 		# dborch control plane
 		shared_preload_libraries = 'pg_cron,dborch'
 		cron.database_name = 'postgres'
+		# pg_cron runs scheduled backups in background workers: no connection
+		# (and so no password) is needed for them
+		cron.use_background_workers = on
 		listen_addresses = '127.0.0.1'
 		port = $port
 		unix_socket_directories = '$dir/run'

@@ -30,6 +30,16 @@ ALTER TABLE dborch.tenants ADD COLUMN adopt_data boolean NOT NULL DEFAULT false;
 COMMENT ON COLUMN dborch.tenants.adopt_data IS
 	'the tenant takes over the data of its name the instance holds (carried by a restore)';
 
+-- Each schedule remembers the last pg_cron run the launcher has looked at,
+-- so that a failed run is reported once (an event and an alert).
+ALTER TABLE dborch.backup_schedules ADD COLUMN last_run_id bigint NOT NULL DEFAULT 0;
+COMMENT ON COLUMN dborch.backup_schedules.last_run_id IS
+	'the last cron.job_run_details run of this schedule the launcher has looked at';
+-- (runs before this update are history, not news)
+UPDATE dborch.backup_schedules s
+   SET last_run_id = coalesce((SELECT pg_catalog.max(r.runid) FROM cron.job_run_details r
+							   WHERE r.jobid = s.cron_job_id), 0);
+
 -- metrics() of another owner's deployment is refused as by every other
 -- function (42501), no longer reported as unknown (42704).
 CREATE OR REPLACE FUNCTION dborch.metrics(name text, since interval DEFAULT '10 minutes')

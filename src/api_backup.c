@@ -10,7 +10,11 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "libpq-fe.h"
+#include "miscadmin.h"
+#include "postmaster/postmaster.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
@@ -94,7 +98,9 @@ backup_to_restore(Deployment *source, bool given, int64 id)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("deployment \"%s\" has no backup to restore", source->name),
-				 errhint("Take one with dborch.backup('%s').", source->name)));
+				 strcmp(source->status, "destroyed") == 0
+				 ? errdetail("It was destroyed without a backup kept.")
+				 : errhint("Take one with dborch.backup('%s').", source->name)));
 	}
 	if (strcmp(b->status, "succeeded") != 0)
 		ereport(ERROR,
@@ -140,8 +146,9 @@ dborch_restore(PG_FUNCTION_ARGS)
 	char	   *name = api_text_arg(fcinfo, 0, "deployment name");
 	bool		backup_given = !PG_ARGISNULL(1);
 	int64		backup_id = backup_given ? PG_GETARG_INT64(1) : 0;
+	/* ISO 8601 with the UTC offset, whatever the caller's DateStyle and TimeZone */
 	char	   *target_time = PG_ARGISNULL(2) ? NULL
-		: DatumGetCString(DirectFunctionCall1(timestamptz_out, PG_GETARG_DATUM(2)));
+		: pstrdup(timestamptz_to_str(PG_GETARG_TIMESTAMPTZ(2)));
 	char	   *new_name = PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3));
 	bool		in_place = PG_ARGISNULL(4) ? false : PG_GETARG_BOOL(4);
 	ApiCaller	caller;
@@ -171,7 +178,7 @@ dborch_restore(PG_FUNCTION_ARGS)
 		check_target_time(source, target_time);
 	else
 		b = backup_to_restore(source, backup_given, backup_id);
-	/* timestamptz_out writes digits, signs, colons, dots and a space: a valid JSON string */
+	/* timestamptz_to_str writes digits, signs, colons, dots and a space: a valid JSON string */
 	if (target_time != NULL)
 		args = psprintf("{\"source_id\": " INT64_FORMAT ", \"backup_id\": null, \"target_time\": \"%s\"}",
 						source->id, target_time);
@@ -197,7 +204,10 @@ dborch_restore(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_DUPLICATE_OBJECT),
 					 errmsg("deployment \"%s\" already exists", new_name),
 					 errhint("Restore into a new name, or destroy \"%s\" first.", new_name)));
-		api_check_quota(caller.name, source->memory_bytes, true);
+		/* the copy gets the source's spec, replicas included: each counts */
+		api_check_quota(caller.name,
+						source->memory_bytes * (1 + Max(cat_json_int64(source->spec, "replicas"), 0)),
+						true);
 		target_id = cat_insert_deployment(new_name, source->engine, caller.name, source->environment,
 										  source->spec, source->memory_bytes, NULL);
 		job_id = cat_queue_job("restore", target_id, caller.name, args);
@@ -284,9 +294,11 @@ set_retention(Deployment *d, Jsonb *retention)
 			max_age = pnstrdup(v.val.string.val, v.val.string.len);
 			age = DatumGetIntervalP(DirectFunctionCall3(interval_in, CStringGetDatum(max_age),
 														ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
-			if (spec_interval_ms(age, "retention max_age") < 86400000)
+			/* (pgBackRest counts whole days, at most 9999999 of them) */
+			if (spec_interval_ms(age, "retention max_age") < 86400000 ||
+				spec_interval_ms(age, "retention max_age") > INT64CONST(36525) * 86400000)
 				ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-								errmsg("retention \"max_age\" must be at least one day")));
+								errmsg("retention \"max_age\" must be between one day and 100 years")));
 		}
 		else
 			ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -334,6 +346,43 @@ check_schedule(const char *schedule)
 }
 
 /*
+ * pg_cron runs a job either in a background worker of its own
+ * (cron.use_background_workers) or over a libpq connection to cron.host as
+ * the job's role, which needs no password to work.  Without background
+ * workers, try that connection now: a schedule that can never run is
+ * refused here rather than failing every time it is due.
+ */
+static void
+check_cron_can_run(const char *role)
+{
+	const char *bgw = GetConfigOption("cron.use_background_workers", true, false);
+	const char *host = GetConfigOption("cron.host", true, false);
+	const char *database = GetConfigOption("cron.database_name", true, false);
+	char	   *conninfo;
+	PGconn	   *conn;
+
+	if (bgw != NULL && strcmp(bgw, "on") == 0)
+		return;
+	conninfo = psprintf("host='%s' port=%d dbname='%s' user='%s' connect_timeout=5",
+						host ? host : "localhost", PostPortNumber, database ? database : "postgres", role);
+	conn = PQconnectdb(conninfo);
+	if (PQstatus(conn) != CONNECTION_OK)
+	{
+		char	   *error = pstrdup(PQerrorMessage(conn));
+
+		PQfinish(conn);
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pg_cron cannot run scheduled jobs on this server"),
+				 errdetail("pg_cron connects to %s:%d as \"%s\" to run a job, and gets: %s",
+						   host ? host : "localhost", PostPortNumber, role, dborch_clip(error, 300)),
+				 errhint("Set cron.use_background_workers = on in postgresql.conf and restart the server "
+						 "(scripts/run does), or let that connection in without a password.")));
+	}
+	PQfinish(conn);
+}
+
+/*
  * dborch.schedule_backups(name, schedule, kind, retention, verify): a
  * pg_cron job calling dborch.backup(); retention, when given, applies to
  * the deployment's backups after each one.
@@ -354,6 +403,8 @@ dborch_schedule_backups(PG_FUNCTION_ARGS)
 	api_enter(&caller);
 	d = api_deployment(&caller, name, false);
 	check_kind(kind, d->engine);
+	/* pg_cron runs the job as the role that schedules it: the catalog owner */
+	check_cron_can_run(GetUserNameFromId(GetUserId(), false));
 	if (retention != NULL)
 		set_retention(d, retention);
 	row = cat_schedule_backups(d, schedule, kind, verify);

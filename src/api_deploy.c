@@ -228,6 +228,19 @@ dborch_deployment(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(details);
 }
 
+/* What a caller can do about a deployment that serves no connection now. */
+static int
+status_hint(Deployment *d)
+{
+	if (strcmp(d->status, "failed") == 0)
+		return errhint("Its error is in dborch.deployments.last_error; deploy() with the same spec retries it.");
+	if (strcmp(d->status, "stopped") == 0)
+		return errhint("Start it with dborch.start('%s').", d->name);
+	if (strcmp(d->status, "destroyed") == 0 || strcmp(d->status, "destroying") == 0)
+		return errhint("A destroyed deployment can be restored from a kept backup with dborch.restore().");
+	return errhint("Wait for it with dborch.wait('%s').", d->name);
+}
+
 /*
  * A PostgreSQL URI naming the primary and the running replicas, the
  * primary first, with target_session_attrs, so libpq finds the primary (or
@@ -299,7 +312,7 @@ dborch_connection_string(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("deployment \"%s\" is %s", name, d->status),
-				 errhint("Wait for it with dborch.wait('%s').", name)));
+				 status_hint(d)));
 	if (multi_host && strcmp(d->engine, "postgres") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

@@ -31,6 +31,8 @@ extern char *pgbr_archive_command(const char *deployment_name, int64 deployment_
 
 /* Write pgbackrest.conf for the instance and create the stanza if needed. */
 extern void pgbr_prepare(Instance *inst, const char *passphrase);
+extern void pgbr_follow_primary(Instance *primary);
+extern void pgbr_archive_now(Instance *primary);
 
 /* Run pgbackrest backup of type kind ("full", "diff", "incr"). */
 extern void pgbr_backup(Instance *inst, const char *kind, const char *log_path);
@@ -46,7 +48,7 @@ extern char *pgbr_info(const char *deployment_name, int64 deployment_id);
  * in datadir.  size_hint (bytes) scales the progress report.
  */
 extern void pgbr_restore(const char *source_name, int64 source_id, const char *label,
-						 const char *target_time, const char *datadir, bool delta,
+						 const char *target_time, const char *datadir,
 						 int64 size_hint, const char *log_path);
 
 /* Expire backups: keep full_count full ones (0: no count) and/or max_age_days. */

@@ -18,14 +18,21 @@
 #include <unistd.h>
 
 #include "lib/stringinfo.h"
+#include "libpq-fe.h"
+#include "miscadmin.h"
 #include "storage/fd.h"
+#include "storage/latch.h"
 
 #include "backup.h"
 #include "dborch.h"
+#include "engine.h"
 #include "spawn.h"
 
 /* Longest a backup or restore may run. */
 #define PGBACKREST_TIMEOUT_MS (12 * 3600 * 1000)
+
+/* pgBackRest's archive-timeout: how long a WAL segment may take to archive. */
+#define PGBR_ARCHIVE_TIMEOUT_S 60
 
 char *
 backup_directory(const char *deployment_name, int64 deployment_id)
@@ -99,14 +106,16 @@ run_pgbackrest(const char *const *argv, const char *log_path, SpawnProgressFn pr
 				 errdetail("%s", dborch_file_tail(log_path, 1000))));
 }
 
-void
-pgbr_prepare(Instance *inst, const char *passphrase)
+/*
+ * pgbackrest.conf (0600) naming inst, the deployment's primary: pg1-path
+ * must be the data directory of the server whose archive_command runs it.
+ */
+static void
+write_config(Instance *inst, const char *passphrase)
 {
 	char	   *dir = backup_directory(inst->deployment_name, inst->deployment_id);
-	char	   *marker = psprintf("%s/stanza.ready", dir);
 	char	   *conf;
 
-	dborch_mkdir(dir, 0700);
 	dborch_mkdir(psprintf("%s/repo", dir), 0700);
 	dborch_mkdir(psprintf("%s/lock", dir), 0700);
 	dborch_mkdir(psprintf("%s/log", dir), 0700);
@@ -121,7 +130,7 @@ pgbr_prepare(Instance *inst, const char *passphrase)
 					"compress-level=3\n"
 					"process-max=2\n"
 					"start-fast=y\n"
-					"archive-timeout=60\n"
+					"archive-timeout=%d\n"
 					"lock-path=%s/lock\n"
 					"log-path=%s/log\n"
 					"spool-path=%s/spool\n"
@@ -132,10 +141,95 @@ pgbr_prepare(Instance *inst, const char *passphrase)
 					"pg1-port=%d\n"
 					"pg1-socket-path=%s/run\n"
 					"pg1-user=postgres\n",
-					inst->deployment_name, dir, passphrase, dir, dir, dir,
+					inst->deployment_name, dir, passphrase, PGBR_ARCHIVE_TIMEOUT_S, dir, dir, dir,
 					inst->deployment_name, inst->directory, inst->port, inst->directory);
 	dborch_write_file(psprintf("%s/pgbackrest.conf", dir), conf, 0600);
+}
 
+/*
+ * Make the running primary of a deployment archive everything up to now: a
+ * commit (a transaction id, so a commit record with the time of now, which
+ * a point-in-time recovery to any earlier moment needs to see to stop
+ * there), a WAL switch, and a wait until the archiver has archived that
+ * segment, at most archive-timeout.  A point in time a moment ago of a
+ * quiet database can then be restored.
+ */
+void
+pgbr_archive_now(Instance *primary)
+{
+	PGconn	   *conn = engine_postgres_connect(primary);
+	PGresult   *res;
+	char	   *segment;
+	int64		deadline = dborch_now_ms() + PGBR_ARCHIVE_TIMEOUT_S * 1000;
+
+	PQclear(PQexec(conn, "SELECT pg_catalog.txid_current()"));
+	res = PQexec(conn, "SELECT pg_catalog.pg_walfile_name(pg_catalog.pg_switch_wal())");
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+	{
+		char	   *error = pstrdup(PQresultErrorMessage(res));
+
+		PQclear(res);
+		PQfinish(conn);
+		ereport(ERROR, (errmsg("could not switch the WAL of deployment \"%s\": %s",
+							   primary->deployment_name, error)));
+	}
+	segment = pstrdup(PQgetvalue(res, 0, 0));
+	PQclear(res);
+	for (;;)
+	{
+		const char *param = segment;
+
+		res = PQexecParams(conn, "SELECT last_archived_wal >= $1, coalesce(last_failed_wal, '-'),"
+						   " coalesce(last_failed_time::text, '-') FROM pg_catalog.pg_stat_archiver",
+						   1, NULL, &param, NULL, NULL, 0);
+		if (PQresultStatus(res) == PGRES_TUPLES_OK && strcmp(PQgetvalue(res, 0, 0), "t") == 0)
+			break;
+		if (dborch_now_ms() > deadline)
+		{
+			char	   *failed = PQresultStatus(res) == PGRES_TUPLES_OK
+				? psprintf("the last failure: %s at %s", PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2))
+				: pstrdup(PQresultErrorMessage(res));
+
+			PQclear(res);
+			PQfinish(conn);
+			ereport(ERROR,
+					(errmsg("WAL segment %s of deployment \"%s\" was not archived within %d s",
+							segment, primary->deployment_name, PGBR_ARCHIVE_TIMEOUT_S),
+					 errdetail("%s", failed)));
+		}
+		PQclear(res);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 20, DBORCH_WAIT_EVENT);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	PQclear(res);
+	PQfinish(conn);
+}
+
+/*
+ * A new primary (a failover, a switchover) archives its WAL through the
+ * deployment's pgbackrest.conf at once: it must name the new primary, or
+ * archive-push fails ("working directory ... is not the same as option
+ * pg1-path") and point-in-time recovery has a hole from then on.  Nothing
+ * to do before the first backup made the configuration.
+ */
+void
+pgbr_follow_primary(Instance *primary)
+{
+	char	   *dir = backup_directory(primary->deployment_name, primary->deployment_id);
+
+	if (dborch_path_exists(psprintf("%s/pgbackrest.conf", dir)))
+		write_config(primary, backup_passphrase(primary->deployment_id));
+}
+
+void
+pgbr_prepare(Instance *inst, const char *passphrase)
+{
+	char	   *dir = backup_directory(inst->deployment_name, inst->deployment_id);
+	char	   *marker = psprintf("%s/stanza.ready", dir);
+
+	dborch_mkdir(dir, 0700);
+	write_config(inst, passphrase);
 	if (!dborch_path_exists(marker))
 	{
 		char	   *log_path = psprintf("%s/log/dborch-stanza.log", dir);
@@ -240,7 +334,7 @@ pgbr_info(const char *deployment_name, int64 deployment_id)
 
 void
 pgbr_restore(const char *source_name, int64 source_id, const char *label,
-			 const char *target_time, const char *datadir, bool delta,
+			 const char *target_time, const char *datadir,
 			 int64 size_hint, const char *log_path)
 {
 	const char *argv[16];
@@ -263,8 +357,6 @@ pgbr_restore(const char *source_name, int64 source_id, const char *label,
 		argv[n++] = "--type=immediate";
 	if (label != NULL)
 		argv[n++] = psprintf("--set=%s", label);
-	if (delta)
-		argv[n++] = "--delta";
 	argv[n] = NULL;
 
 	unlink(log_path);

@@ -1470,9 +1470,26 @@ cat_add_alert(int64 deployment_id, int64 instance_id, const char *status, const 
 }
 
 /*
- * A failover: one alert, firing, that ends by itself after five minutes (it
- * reports an event; nothing is left to resolve).
+ * An alert about something that happened (a failover, a failed scheduled
+ * backup): firing, and ending by itself after five minutes; nothing is left
+ * to resolve.
  */
+void
+cat_add_event_alert(int64 deployment_id, int64 instance_id, const char *alertname,
+					const char *severity, const char *extra_labels, const char *summary,
+					const char *description)
+{
+	cat_add_alert(deployment_id, instance_id, "firing", alertname, severity, extra_labels, summary,
+				  description);
+	cat_query("UPDATE dborch.alerts SET ends_at = starts_at + interval '5 minutes',"
+			  " payload = pg_catalog.jsonb_set(payload, '{alerts,0,endsAt}',"
+			  "   pg_catalog.to_jsonb(pg_catalog.to_char((starts_at + interval '5 minutes') AT TIME ZONE 'UTC',"
+			  "                       'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')))"
+			  " WHERE id = (SELECT max(id) FROM dborch.alerts WHERE deployment_id = $1::bigint)",
+			  1, cat_i64(deployment_id));
+}
+
+/* A failover: an event alert naming the instance given up and the one promoted. */
 void
 cat_failover_alert(int64 deployment_id, int64 failed_id, int64 new_primary_id)
 {
@@ -1481,17 +1498,11 @@ cat_failover_alert(int64 deployment_id, int64 failed_id, int64 new_primary_id)
 							  " WHERE f.id = $1::bigint AND n.id = $2::bigint",
 							  2, cat_i64(failed_id), cat_i64(new_primary_id));
 
-	cat_add_alert(deployment_id, failed_id, "firing", "DborchFailover", "warning",
-				  psprintf("{\"instance\": \"%s\"}", cat_value(r, 0, "failed")),
-				  psprintf("failover: %s promoted, %s was down", cat_value(r, 0, "promoted"),
-						   cat_value(r, 0, "failed")),
-				  NULL);
-	cat_query("UPDATE dborch.alerts SET ends_at = starts_at + interval '5 minutes',"
-			  " payload = pg_catalog.jsonb_set(payload, '{alerts,0,endsAt}',"
-			  "   pg_catalog.to_jsonb(pg_catalog.to_char((starts_at + interval '5 minutes') AT TIME ZONE 'UTC',"
-			  "                       'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')))"
-			  " WHERE id = (SELECT max(id) FROM dborch.alerts WHERE deployment_id = $1::bigint)",
-			  1, cat_i64(deployment_id));
+	cat_add_event_alert(deployment_id, failed_id, "DborchFailover", "warning",
+						psprintf("{\"instance\": \"%s\"}", cat_value(r, 0, "failed")),
+						psprintf("failover: %s promoted, %s was down", cat_value(r, 0, "promoted"),
+								 cat_value(r, 0, "failed")),
+						NULL);
 }
 
 /*
@@ -1928,6 +1939,17 @@ cat_recoverable_window(int64 deployment_id, char **from, char **to)
 	return true;
 }
 
+/* Bytes of a deployment's backup with that pgBackRest label; 0 if unknown. */
+int64
+cat_backup_size(int64 deployment_id, const char *label)
+{
+	CatResult  *r = cat_query("SELECT coalesce(size_bytes, 0) AS size FROM dborch.backups"
+							  " WHERE deployment_id = $1::bigint AND label = $2",
+							  2, cat_i64(deployment_id), label);
+
+	return (r->nrows && label) ? cat_int64(r, 0, "size") : 0;
+}
+
 /*
  * The label of the backup a point-in-time restore to target_time starts
  * from: the newest finished before it, but after an in-place restore that
@@ -1988,6 +2010,31 @@ cat_schedule_backups(Deployment *d, const char *schedule, const char *kind, bool
 				  6, cat_i64(d->id), d->name, d->owner, kind, schedule, verify ? "true" : "false");
 	return cat_query_datum("SELECT s FROM dborch.backup_schedules s WHERE s.id = $1::bigint",
 						   1, cat_value(r, 0, "id"));
+}
+
+/*
+ * The pg_cron runs of backup schedules that failed since the launcher last
+ * looked (cron.job_run_details), each once: the schedules' last_run_id
+ * moves past every finished run.  Rows: schedule_id, deployment_id, kind,
+ * schedule, runid, start_time, message.
+ */
+CatResult *
+cat_failed_schedule_runs(void)
+{
+	return cat_query("WITH runs AS ("
+					 "   SELECT s.id AS schedule_id, s.deployment_id, s.kind, s.schedule, r.runid,"
+					 "          r.status, r.start_time, r.return_message AS message"
+					 "   FROM dborch.backup_schedules s"
+					 "   JOIN cron.job_run_details r ON r.jobid = s.cron_job_id"
+					 "   WHERE r.runid > s.last_run_id AND r.status IN ('succeeded', 'failed')),"
+					 " seen AS ("
+					 "   UPDATE dborch.backup_schedules s SET last_run_id = m.runid"
+					 "   FROM (SELECT schedule_id, pg_catalog.max(runid) AS runid FROM runs"
+					 "         GROUP BY schedule_id) m"
+					 "   WHERE s.id = m.schedule_id)"
+					 " SELECT schedule_id, deployment_id, kind, schedule, runid, start_time, message"
+					 " FROM runs WHERE status = 'failed' ORDER BY runid",
+					 0);
 }
 
 /* Remove a deployment's schedules (of one kind, or all); how many. */

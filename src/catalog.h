@@ -230,6 +230,9 @@ extern void cat_expire_probes(void);
 extern void cat_add_alert(int64 deployment_id, int64 instance_id, const char *status,
 						  const char *alertname, const char *severity, const char *extra_labels,
 						  const char *summary, const char *description);
+extern void cat_add_event_alert(int64 deployment_id, int64 instance_id, const char *alertname,
+								const char *severity, const char *extra_labels, const char *summary,
+								const char *description);
 extern void cat_failover_alert(int64 deployment_id, int64 failed_id, int64 new_primary_id);
 extern CatResult *cat_due_alerts(int limit);
 extern void cat_alert_attempted(int64 id, bool sent, const char *error, int retry_ms);
@@ -253,10 +256,12 @@ extern CatResult *cat_expire_redis_backups(int64 deployment_id, int full_count, 
 extern void cat_expire_all_backups(int64 deployment_id);
 extern void cat_backup_verified(int64 id, const char *error);
 extern bool cat_recoverable_window(int64 deployment_id, char **from, char **to);
+extern int64 cat_backup_size(int64 deployment_id, const char *label);
 extern char *cat_pitr_base_backup(int64 deployment_id, const char *target_time);
 extern bool cat_time_between(const char *time, const char *from, const char *to);
 extern Datum cat_schedule_backups(Deployment *d, const char *schedule, const char *kind, bool verify);
 extern int	cat_unschedule_backups(int64 deployment_id, const char *kind);
+extern CatResult *cat_failed_schedule_runs(void);
 
 /* tenants (Tenant is in tenant.h) */
 struct Tenant;

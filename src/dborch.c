@@ -37,6 +37,7 @@ void		_PG_init(void);
 /* GUC variables */
 int			dborch_alert_timeout_ms = 5000;
 char	   *dborch_alert_webhook_url = NULL;
+int			dborch_archive_timeout_s = 60;
 char	   *dborch_backup_directory = NULL;
 char	   *dborch_data_directory = NULL;
 char	   *dborch_database = NULL;
@@ -121,6 +122,13 @@ define_gucs(void)
 							   &dborch_alert_webhook_url, "",
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
+	DefineCustomIntVariable("dborch.archive_timeout",
+							"Longest time a PostgreSQL instance keeps a WAL segment before archiving it.",
+							"The recovery point objective of a deployment that is lost with its host: "
+							"archive_timeout of the instances it configures from then on; 0 turns it off.",
+							&dborch_archive_timeout_s, 60, 0, 3600,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
 	DefineCustomStringVariable("dborch.backup_directory",
 							   "Directory under which backups and their pgBackRest repositories live.",
 							   "Empty means backups/ beside instances/ in dborch.data_directory.",

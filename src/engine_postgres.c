@@ -143,6 +143,8 @@ postgres_configure_network(Instance *inst)
 					"cluster_name = '%s'\n"
 					"archive_mode = on\n"
 					"archive_command = %s\n"
+					/* a quiet server still archives its WAL: the recovery point objective */
+					"archive_timeout = %d\n"
 					"wal_log_hints = on\n"	/* pg_rewind after a failover */
 					/* after a crash, one syncfs() instead of an fsync per file */
 					"recovery_init_sync_method = syncfs\n"
@@ -150,7 +152,8 @@ postgres_configure_network(Instance *inst)
 					"shared_preload_libraries = 'dborch_guard'\n",
 					inst->deployment_name, inst->host, inst->port, inst->directory,
 					shared_buffers_kb, inst->deployment_name,
-					conf_literal(pgbr_archive_command(inst->deployment_name, inst->deployment_id)));
+					conf_literal(pgbr_archive_command(inst->deployment_name, inst->deployment_id)),
+					dborch_archive_timeout_s);
 
 	/*
 	 * A replica streams from the current primary over its socket (the

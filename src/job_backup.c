@@ -277,7 +277,7 @@ verify_postgres(Backup *b, const char *dir, int port)
 	"-l", psprintf("%s/postgresql.log", dir), "-W", "-s", NULL};
 	int64		relations;
 
-	pgbr_restore(b->deployment, b->deployment_id, b->label, NULL, datadir, false, b->size_bytes,
+	pgbr_restore(b->deployment, b->deployment_id, b->label, NULL, datadir, b->size_bytes,
 				 psprintf("%s/restore.log", dir));
 	dborch_mkdir(psprintf("%s/run", dir), 0700);
 	/* the socket only, no archiving: this copy must not touch anything */

@@ -10,13 +10,16 @@
  * base of the append-only file, which the server loads at its start
  * (Redis 7 ignores dump.rdb when appendonly is on).
  *
- * restore_in_place: stop, restore (pgBackRest --delta, or the snapshot),
- * the same configuration, start and checks, then ready again; its tenants
- * are applied again.  A restore into a new deployment carries the source's
- * tenants over (stage "tenants").
+ * restore_in_place: stop (the replicas too), restore beside the live data
+ * and swap (PostgreSQL), or unpack and check the snapshot before replacing
+ * anything (Redis), the same configuration, start and checks, then ready
+ * again; its tenants are applied again and its replicas made anew from the
+ * restored primary (a scale job).  A restore into a new deployment carries
+ * the source's tenants over (stage "tenants").  A point in time of a
+ * running source is archived first (stage "archive_wal").
  *
  * jobs.args: {"source_id": deployment backed up, "backup_id": or null,
- * "target_time": text or null}.
+ * "target_time": ISO 8601 text with its UTC offset, or null}.
  */
 #include "postgres.h"
 
@@ -42,6 +45,51 @@ restore_marker(JobContext *ctx, Instance *inst)
 	return psprintf("%s/restored-by-job-" INT64_FORMAT, inst->directory, ctx->job_id);
 }
 
+/*
+ * A point in time of a source that runs: its primary archives everything up
+ * to now first (pgbr_archive_now()), so that "a moment ago" is in the
+ * archive even on a quiet database.  A source that does not run has what
+ * it archived (at most archive_timeout behind its end).
+ */
+static void
+stage_archive_wal(JobContext *ctx)
+{
+	Deployment *source = cat_deployment(cat_json_int64(ctx->args, "source_id"));
+	Instance   *primary = source ? cat_primary_instance(source->id) : NULL;
+
+	if (cat_json_text(ctx->args, "target_time") == NULL || primary == NULL ||
+		strcmp(primary->engine, "postgres") != 0 || strcmp(primary->status, "running") != 0)
+		return;
+	pgbr_archive_now(primary);
+}
+
+/* Every occurrence of from in the file at path becomes to. */
+static void
+replace_in_file(const char *path, const char *from, const char *to)
+{
+	char	   *text = dborch_read_file(path, false);
+	StringInfoData out;
+	char	   *hit;
+
+	initStringInfo(&out);
+	while ((hit = strstr(text, from)) != NULL)
+	{
+		appendBinaryStringInfo(&out, text, hit - text);
+		appendStringInfoString(&out, to);
+		text = hit + strlen(from);
+	}
+	appendStringInfoString(&out, text);
+	dborch_write_file(path, out.data, 0600);
+}
+
+static void
+rename_or_error(const char *from, const char *to)
+{
+	if (rename(from, to) != 0)
+		ereport(ERROR, (errcode_for_file_access(),
+						errmsg("could not rename \"%s\" to \"%s\": %m", from, to)));
+}
+
 /* Put the backup's data in the instance's directory. */
 static void
 stage_restore_data(JobContext *ctx)
@@ -59,12 +107,37 @@ stage_restore_data(JobContext *ctx)
 	if (strcmp(inst->engine, "postgres") == 0)
 	{
 		char	   *datadir = psprintf("%s/data", inst->directory);
+		char	   *beside = psprintf("%s/data.restoring", inst->directory);
+		char	   *replaced = psprintf("%s/data.replaced", inst->directory);
+		char	   *label = b ? b->label : cat_pitr_base_backup(source->id, target_time);
+		/* for dborch.progress: the size of the backup the restore starts from */
+		int64		size = b ? b->size_bytes : cat_backup_size(source->id, label);
+		char	   *log = psprintf("%s/restore.log", inst->directory);
 
 		if (!in_place)
+		{
 			dborch_remove_tree(datadir);
-		pgbr_restore(source->name, source->id,
-					 b ? b->label : cat_pitr_base_backup(source->id, target_time), target_time, datadir,
-					 in_place, b ? b->size_bytes : 0, psprintf("%s/restore.log", inst->directory));
+			pgbr_restore(source->name, source->id, label, target_time, datadir, size, log);
+		}
+		else
+		{
+			/*
+			 * In place, the live data is never touched until the restore has
+			 * succeeded beside it; then two renames swap them (a resumed
+			 * stage finishes a swap it finds begun).
+			 */
+			if (!dborch_path_exists(replaced))
+			{
+				dborch_remove_tree(beside);
+				pgbr_restore(source->name, source->id, label, target_time, beside, size, log);
+				/* its restore_command names the directory it was restored to */
+				replace_in_file(psprintf("%s/postgresql.auto.conf", beside), beside, datadir);
+				rename_or_error(datadir, replaced);
+			}
+			if (dborch_path_exists(beside))
+				rename_or_error(beside, datadir);
+			dborch_remove_tree(replaced);
+		}
 	}
 	else
 	{
@@ -72,16 +145,21 @@ stage_restore_data(JobContext *ctx)
 		 * The snapshot becomes the base of Redis 7's multi-part append-only
 		 * file (an RDB is a valid base), with an empty increment and the
 		 * manifest naming both: the server starts with appendonly yes and
-		 * loads it, with no rewrite of the whole data set to wait for.
+		 * loads it, with no rewrite of the whole data set to wait for.  It
+		 * is unpacked (its SHA-256 and GCM tag checked) before the data it
+		 * replaces is removed.
 		 */
 		char	   *aofdir = psprintf("%s/data/appendonlydir", inst->directory);
+		char	   *staged = psprintf("%s/data/restored-by-job-" INT64_FORMAT ".rdb",
+									  inst->directory, ctx->job_id);
 
 		dborch_mkdir(psprintf("%s/data", inst->directory), 0700);
+		if (!dborch_path_exists(staged))
+			redis_unpack(b->file, backup_passphrase(source->id), b->checksum, staged);
 		dborch_remove_tree(aofdir);
 		unlink(psprintf("%s/data/dump.rdb", inst->directory));
 		dborch_mkdir(aofdir, 0700);
-		redis_unpack(b->file, backup_passphrase(source->id), b->checksum,
-					 psprintf("%s/appendonly.aof.1.base.rdb", aofdir));
+		rename_or_error(staged, psprintf("%s/appendonly.aof.1.base.rdb", aofdir));
 		dborch_write_file(psprintf("%s/appendonly.aof.1.incr.aof", aofdir), "", 0600);
 		dborch_write_file(psprintf("%s/appendonly.aof.manifest", aofdir),
 						  "file appendonly.aof.1.base.rdb seq 1 type b\n"
@@ -125,9 +203,38 @@ connect_after_recovery(Instance *inst)
 }
 
 /*
+ * What pgBackRest's restore put in postgresql.auto.conf (restore_command,
+ * recovery_target and kin) goes once recovery is over: a replica made from
+ * this server later copies the file, and would otherwise recover to the
+ * same target and promote itself instead of streaming.
+ */
+static void
+clear_recovery_settings(PGconn *conn, Instance *inst)
+{
+	static const char *const settings[] = {
+		"restore_command", "recovery_target", "recovery_target_time", "recovery_target_name",
+		"recovery_target_xid", "recovery_target_lsn", "recovery_target_inclusive",
+		"recovery_target_action", "recovery_target_timeline",
+	};
+
+	for (int i = 0; i < lengthof(settings); i++)
+	{
+		PGresult   *res = PQexec(conn, psprintf("ALTER SYSTEM RESET %s", settings[i]));
+		bool		ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+
+		PQclear(res);
+		if (!ok)
+			ereport(ERROR, (errmsg("could not reset %s on the restored PostgreSQL of \"%s\": %s",
+								   settings[i], inst->deployment_name, PQerrorMessage(conn))));
+	}
+	PQclear(PQexec(conn, "SELECT pg_catalog.pg_reload_conf()"));
+}
+
+/*
  * The restored data gets this deployment's logins: PostgreSQL's superuser
  * and owner roles their passwords once recovery is over (the data has the
- * source's); Redis had its aclfile, from the catalog, before it started.
+ * source's), and the restore's recovery settings go; Redis had its
+ * aclfile, from the catalog, before it started.
  */
 static void
 stage_credentials(JobContext *ctx)
@@ -137,7 +244,10 @@ stage_credentials(JobContext *ctx)
 
 	if (engine->logins_in_data)
 	{
-		PQfinish(connect_after_recovery(inst));
+		PGconn	   *conn = connect_after_recovery(inst);
+
+		clear_recovery_settings(conn, inst);
+		PQfinish(conn);
 		engine->apply_logins(inst);
 	}
 }
@@ -211,6 +321,7 @@ static const JobStage restore_stages[] = {
 	{"quota_check", deploy_stage_quota_check},
 	{"node_selection", deploy_stage_node_selection},
 	{"prepare", deploy_stage_prepare},
+	{"archive_wal", stage_archive_wal},
 	{"restore_data", stage_restore_data},
 	{"network", deploy_stage_network},
 	{"security", deploy_stage_security},
@@ -234,11 +345,29 @@ const JobKind job_kind_restore = {
  * ---------------------------------------------------------------------
  */
 
+/*
+ * The primary stops; so do its replicas, which hold the data of before the
+ * restore and must never serve it (or be promoted with it) afterwards: each
+ * is stopped and marked to be made anew (its replica_ready marker goes),
+ * and the finalize stage asks a scale job to rebuild them from the restored
+ * primary.
+ */
 static void
 stage_stop(JobContext *ctx)
 {
 	Instance   *inst = load_instance(ctx);
+	ListCell   *lc;
 
+	foreach(lc, cat_live_instances(ctx->deployment_id))
+	{
+		Instance   *r = lfirst(lc);
+
+		if (strcmp(r->role, "replica") != 0)
+			continue;
+		engine_get(r->engine)->stop(r);
+		unlink(psprintf("%s/replica_ready", r->directory));
+		cat_set_instance_status(r->id, "stopped", 0);
+	}
 	engine_get(inst->engine)->stop(inst);
 	cat_set_instance_status(inst->id, "stopped", 0);
 }
@@ -257,6 +386,17 @@ stage_in_place_finalize(JobContext *ctx)
 	if (cat_tenants_reapply(ctx->deployment_id) > 0)
 		cat_queue_tenants_job(cat_deployment(ctx->deployment_id));
 	cat_set_instance_status(inst->id, "running", -1);
+	/* the replicas stopped before the restore are made anew from it */
+	{
+		int			replicas = list_length(cat_live_instances(ctx->deployment_id)) - 1;
+
+		if (replicas > 0)
+		{
+			cat_queue_job("scale", ctx->deployment_id, cat_deployment(ctx->deployment_id)->owner,
+						  psprintf("{\"replicas\": %d}", replicas));
+			dborch_wake_launcher_at_commit();
+		}
+	}
 	cat_set_deployment_status(ctx->deployment_id, "ready", "restoring", NULL);
 	cat_event(DBORCH_ACTOR, ctx->deployment_id, ctx->job_id, "restored",
 			  "restored in place", NULL);
@@ -277,6 +417,7 @@ undo_in_place(JobContext *ctx, const char *reason)
 }
 
 static const JobStage in_place_stages[] = {
+	{"archive_wal", stage_archive_wal},
 	{"stop", stage_stop},
 	{"restore_data", stage_restore_data},
 	{"network", deploy_stage_network},

@@ -27,6 +27,7 @@
 #include "nodes/pg_list.h"
 #include "storage/latch.h"
 
+#include "backup.h"
 #include "dborch.h"
 #include "engine.h"
 #include "job.h"
@@ -100,11 +101,15 @@ most_advanced_replica(int64 deployment_id)
 
 /*
  * The replica becomes the primary: promoted, roles swapped in the catalog,
- * its configuration rewritten as a primary's.
+ * its configuration rewritten as a primary's.  pgBackRest's configuration
+ * names it first, so that its archive_command works from its first WAL
+ * segment on (the old primary is down or stopped by now).
  */
 static void
 promote(Instance *replica, Instance *old_primary)
 {
+	if (strcmp(replica->engine, "postgres") == 0)
+		pgbr_follow_primary(replica);
 	replica_promote(replica);
 	cat_set_instance_role(old_primary->id, "replica");
 	cat_set_instance_role(replica->id, "primary");

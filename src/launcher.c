@@ -37,6 +37,7 @@
 #define ERROR_RETRY_MS 5000
 /* How often auto-scaling policies are evaluated. */
 #define AUTOSCALE_EVERY_MS 5000
+#define SCHEDULE_CHECK_MS 10000
 /* How often old probe samples are deleted. */
 #define RETENTION_EVERY_MS 60000
 
@@ -480,6 +481,44 @@ start_due_jobs(void)
 }
 
 /*
+ * Scheduled backups are pg_cron's to run; a run that failed (the deployment
+ * was stopped, pg_cron could not connect, ...) would go unnoticed in
+ * cron.job_run_details.  Every SCHEDULE_CHECK_MS the new failed runs of
+ * dborch's schedules become an event and an alert each.
+ */
+static void
+watch_schedules(void *due)
+{
+	static int64 next_check = 0;
+	CatResult  *r;
+
+	if (dborch_now_ms() < next_check)
+	{
+		*(int64 *) due = next_check - dborch_now_ms();
+		return;
+	}
+	next_check = dborch_now_ms() + SCHEDULE_CHECK_MS;
+	*(int64 *) due = SCHEDULE_CHECK_MS;
+	r = cat_failed_schedule_runs();
+	for (int i = 0; i < r->nrows; i++)
+	{
+		int64		deployment_id = strtoi64(cat_value(r, i, "deployment_id"), NULL, 10);
+		const char *message = cat_value(r, i, "message");
+		char	   *summary = psprintf("the scheduled %s backup (\"%s\") did not run: %s",
+									   cat_value(r, i, "kind"), cat_value(r, i, "schedule"),
+									   message ? message : "no message");
+
+		cat_event(DBORCH_ACTOR, deployment_id, 0, "scheduled_backup_failed", summary,
+				  psprintf("{\"schedule_id\": %s, \"cron_run_id\": %s, \"at\": \"%s\"}",
+						   cat_value(r, i, "schedule_id"), cat_value(r, i, "runid"),
+						   cat_value(r, i, "start_time")));
+		cat_add_event_alert(deployment_id, 0, "DborchScheduledBackupFailed", "warning",
+							psprintf("{\"schedule_id\": \"%s\"}", cat_value(r, i, "schedule_id")),
+							summary, message);
+	}
+}
+
+/*
  * Run one housekeeping chore in a subtransaction of its own, so that one
  * that fails (a row a user's open transaction holds, after lock_timeout)
  * does not keep the others from running; it runs again next round.
@@ -512,6 +551,7 @@ launcher_round(bool first_round, int64 *next_orphan_check)
 	int64		alerts_due;
 	int64		tenants_due;
 	int64		autoscale_due;
+	int64		schedules_due;
 	bool		foreign_jobs;
 
 	cat_begin();
@@ -538,6 +578,7 @@ launcher_round(bool first_round, int64 *next_orphan_check)
 	(void) run_chore("expire", expire_deployments);
 	(void) run_chore("warm pool", refill_warm_pool);
 	(void) run_chore("alerts", deliver_due_alerts);
+	schedules_due = run_chore("schedules", watch_schedules);
 	tenants_due = run_chore("tenant usage", measure_tenants);
 	autoscale_due = run_chore("autoscale", autoscale);
 	if (dborch_now_ms() >= next_retention)
@@ -555,6 +596,8 @@ launcher_round(bool first_round, int64 *next_orphan_check)
 		due = (due < 0) ? tenants_due : Min(due, tenants_due);
 	if (autoscale_due >= 0)
 		due = (due < 0) ? autoscale_due : Min(due, autoscale_due);
+	if (schedules_due >= 0)
+		due = (due < 0) ? schedules_due : Min(due, schedules_due);
 	due = (due < 0) ? Max(next_retention - dborch_now_ms(), 0)
 		: Min(due, Max(next_retention - dborch_now_ms(), 0));
 

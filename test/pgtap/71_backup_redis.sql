@@ -14,7 +14,7 @@
 SET client_min_messages = warning;
 \ir helpers.psql
 
-SELECT plan(78);
+SELECT plan(80);
 
 ------------------------------------------------------------------------------
 -- the deployment, and what Redis backups cannot do
@@ -215,6 +215,18 @@ SELECT is((SELECT count(*) FROM dborch.jobs
 SELECT is(:'out'::text, '0', 'the control plane''s server log does not hold the backup passphrase');
 \set out `grep -rlF -- :'pp' :'test_dir'/managed | wc -l`
 SELECT is(:'out'::text, '0', 'no managed file holds the backup passphrase');
+
+------------------------------------------------------------------------------
+-- a restore in place of a damaged backup replaces nothing: the snapshot is
+-- unpacked and checked before the live append-only file is touched
+------------------------------------------------------------------------------
+SELECT i.data_directory AS live_dir FROM dborch.instances i
+ WHERE i.deployment_id = :dep_id AND i.status <> 'destroyed' \gset
+\set live_sums `cd :'live_dir'/data/appendonlydir && sha256sum * | sort | sha256sum | cut -d' ' -f1`
+SELECT status AS dmg_ip FROM dborch.restore('tap_bk_redis', backup => :b3, in_place => true) \gset
+SELECT is(pg_temp.tap_settle('tap_bk_redis', '60s'), 'failed', 'a restore in place of the backup with the broken tag fails');
+\set out `cd :'live_dir'/data/appendonlydir && sha256sum * | sort | sha256sum | cut -d' ' -f1`
+SELECT is(:'out'::text, :'live_sums', 'the live append-only files are as they were: nothing was removed or replaced');
 
 ------------------------------------------------------------------------------
 -- destroy with drop_backups

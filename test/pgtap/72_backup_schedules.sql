@@ -13,7 +13,7 @@
 SET client_min_messages = warning;
 \ir helpers.psql
 
-SELECT plan(70);
+SELECT plan(81);
 
 SELECT id AS dep_id FROM dborch.deploy('tap_bk_sched', 'postgres', '{"memory": "32MB"}') \gset
 SELECT id AS rdep_id FROM dborch.deploy('tap_bk_sched_r', 'redis', '{"memory": "16MB"}') \gset
@@ -43,7 +43,9 @@ SELECT matches(:'err'::text, '^22023: retention "full" must be a whole number of
 SELECT pg_temp.tap_error_full($$SELECT dborch.schedule_backups('tap_bk_sched', '0 3 * * *', 'full', '{"full": 1.5}')$$) AS err \gset
 SELECT matches(:'err'::text, '^22023: ', 'retention {"full": 1.5} is refused (22023)');
 SELECT pg_temp.tap_error_full($$SELECT dborch.schedule_backups('tap_bk_sched', '0 3 * * *', 'full', '{"max_age": "1 hour"}')$$) AS err \gset
-SELECT matches(:'err'::text, '^22023: retention "max_age" must be at least one day', 'retention max_age under a day is refused (22023)');
+SELECT matches(:'err'::text, '^22023: retention "max_age" must be between one day and 100 years', 'retention max_age under a day is refused (22023)');
+SELECT pg_temp.tap_error_full($$SELECT dborch.schedule_backups('tap_bk_sched', '0 3 * * *', 'full', '{"max_age": "2000000000 days"}')$$) AS err \gset
+SELECT matches(:'err'::text, '^22023: retention "max_age" must be between one day and 100 years', 'a max_age beyond pgBackRest''s days is refused (22023)');
 SELECT pg_temp.tap_error_full($$SELECT dborch.schedule_backups('tap_bk_sched', '0 3 * * *', 'full', '{"weeks": 2}')$$) AS err \gset
 SELECT matches(:'err'::text, '^22023: invalid retention option "weeks"', 'an unknown retention option is refused (22023)');
 SELECT pg_temp.tap_error_full($$SELECT dborch.schedule_backups('tap_bk_sched', '0 3 * * *', 'full', '[2]')$$) AS err \gset
@@ -205,6 +207,44 @@ SELECT is(:'out'::text, E'absent\n2', 'its file is removed, the two kept remain'
 SELECT is((SELECT status FROM dborch.destroy('tap_bk_sched_r', drop_backups => true)), 'destroying', 'destroy() of the Redis deployment');
 SELECT is((SELECT count(*) FROM cron.job WHERE jobid = :rcron_id), 0::bigint, 'removed its pg_cron job');
 SELECT is((SELECT status FROM dborch.wait('tap_bk_sched_r', '60s')), 'destroyed', 'it is destroyed');
+
+------------------------------------------------------------------------------
+-- Real pg_cron runs (no command run by hand): a schedule of every minute on
+-- a ready deployment makes a backup; the same on a stopped deployment fails
+-- in pg_cron, and the launcher reports it (an event and an alert)
+------------------------------------------------------------------------------
+SELECT status FROM dborch.deploy('tap_bk_sched_ok', 'redis', '{"memory": "8MB"}') \gset
+SELECT status FROM dborch.deploy('tap_bk_sched_off', 'redis', '{"memory": "8MB"}') \gset
+SELECT is((SELECT status FROM dborch.wait('tap_bk_sched_ok', '60s')), 'ready', 'a Redis deployment for a real schedule is ready');
+SELECT is((SELECT status FROM dborch.wait('tap_bk_sched_off', '60s')), 'ready', 'and one that will be stopped');
+SELECT status FROM dborch.stop('tap_bk_sched_off') \gset
+SELECT is((SELECT status FROM dborch.wait('tap_bk_sched_off', '60s')), 'stopped', 'it is stopped');
+SELECT id AS ok_dep FROM dborch.deployments WHERE name = 'tap_bk_sched_ok' AND status <> 'destroyed' \gset
+SELECT id AS off_dep FROM dborch.deployments WHERE name = 'tap_bk_sched_off' AND status <> 'destroyed' \gset
+SELECT cron_job_id AS ok_cron FROM dborch.schedule_backups('tap_bk_sched_ok', '* * * * *') \gset
+SELECT id AS off_sched FROM dborch.schedule_backups('tap_bk_sched_off', '* * * * *') \gset
+SELECT ok(pg_temp.tap_until(format($$SELECT EXISTS (SELECT 1 FROM dborch.backups WHERE deployment_id = %s
+                                                    AND status = 'succeeded')$$, :ok_dep), '150s'),
+          'pg_cron ran the schedule (at the next minute): a backup of the ready deployment succeeded');
+SELECT is((SELECT status FROM cron.job_run_details WHERE jobid = :ok_cron ORDER BY runid LIMIT 1), 'succeeded',
+          'cron.job_run_details records the run as succeeded');
+SELECT ok(pg_temp.tap_until(format($$SELECT EXISTS (SELECT 1 FROM dborch.events WHERE deployment_id = %s
+                                                    AND kind = 'scheduled_backup_failed')$$, :off_dep), '150s'),
+          'the run for the stopped deployment failed in pg_cron, and the launcher reported it');
+SELECT matches((SELECT message FROM dborch.events WHERE deployment_id = :off_dep AND kind = 'scheduled_backup_failed'
+                 ORDER BY id LIMIT 1),
+               'the scheduled full backup \("\* \* \* \* \*"\) did not run: .*stopped',
+               'the event says which schedule and why');
+SELECT ok((SELECT count(*) = 1 FROM dborch.alerts WHERE deployment_id = :off_dep
+            AND payload -> 'commonLabels' ->> 'alertname' = 'DborchScheduledBackupFailed'
+            AND payload -> 'commonLabels' ->> 'schedule_id' = :'off_sched'),
+          'a DborchScheduledBackupFailed alert, once for that run');
+SELECT is((SELECT count(*) FROM dborch.events WHERE deployment_id = :ok_dep AND kind = 'scheduled_backup_failed'), 0::bigint,
+          'no failure is reported for the schedule that ran');
+SELECT count(dborch.destroy(name, drop_backups => true)) AS n FROM dborch.deployments
+ WHERE name IN ('tap_bk_sched_ok', 'tap_bk_sched_off') AND status <> 'destroyed' \gset
+SELECT is((SELECT count(*) FROM cron.job WHERE command LIKE '%tap\_bk\_sched\_o%'), 0::bigint,
+          'destroy() removes their pg_cron jobs');
 
 SELECT * FROM finish();
 

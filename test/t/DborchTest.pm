@@ -94,6 +94,7 @@ sub new_control_plane
 	my $conf = <<"EOF";
 shared_preload_libraries = 'pg_cron,dborch'
 cron.database_name = 'postgres'
+cron.use_background_workers = on
 max_worker_processes = 24
 restart_after_crash = on
 log_statement = 'ddl'

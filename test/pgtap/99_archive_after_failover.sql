@@ -1,0 +1,64 @@
+-- WAL archiving goes on after a failover: the primary of a deployment with
+-- a replica and a backup is killed (kill -9), the replica is promoted, a row
+-- is written on the new primary, a time is noted, another row is written;
+-- a point-in-time restore to the noted time (no WAL switched by hand) has
+-- the first row and not the second, and the new primary's archiver has no
+-- failure (pgBackRest's configuration follows the primary).
+--
+-- Autocommit mode and ON_ERROR_STOP off: see 10_postgres.sql.
+\set ON_ERROR_STOP 0
+SET client_min_messages = warning;
+\ir helpers.psql
+
+SELECT plan(13);
+
+SELECT id AS dep_id FROM dborch.deploy('tap_arch', 'postgres', '{"memory": "32MB", "replicas": 1}') \gset
+SELECT is((SELECT status FROM dborch.wait('tap_arch', '120s')), 'ready', 'a deployment with a replica is ready');
+SELECT dborch.connection_string('tap_arch') AS uri \gset
+\set out `PGCONNECT_TIMEOUT=5 psql :'uri' -XAtq -c "CREATE TABLE t (v text)" -c "INSERT INTO t VALUES ('before')" 2>&1 && echo ok`
+SELECT is(:'out'::text, 'ok', 'a row before the backup');
+SELECT job_id AS bk_job FROM dborch.backup('tap_arch') \gset
+SELECT is(pg_temp.tap_job_result(:bk_job), 'succeeded', 'a full backup');
+
+SELECT i.id AS old_id, i.pid AS old_pid FROM dborch.instances i
+ WHERE i.deployment_id = :dep_id AND i.role = 'primary' AND i.status <> 'destroyed' \gset
+\set out `kill -9 :old_pid 2>&1 && echo killed`
+SELECT is(:'out'::text, 'killed', 'the primary''s postmaster is killed (kill -9)');
+SELECT ok(pg_temp.tap_until(format($$SELECT EXISTS (SELECT 1 FROM dborch.instances WHERE deployment_id = %s
+                                                    AND role = 'primary' AND status = 'running' AND id <> %s)$$,
+                                   :dep_id, :old_id), '60s'),
+          'the replica is promoted');
+SELECT dborch.connection_string('tap_arch') AS uri \gset
+\set t_noted `PGCONNECT_TIMEOUT=5 psql :'uri' -XAtq -c "INSERT INTO t VALUES ('after the failover')" -c 'SELECT clock_timestamp()' 2>&1`
+\set out `PGCONNECT_TIMEOUT=5 psql :'uri' -XAtq -c "INSERT INTO t VALUES ('after the noted time')" 2>&1 && echo ok`
+SELECT is(:'out'::text, 'ok', 'rows after the failover, around a noted time');
+
+SELECT status FROM dborch.restore('tap_arch', target_time => :'t_noted', new_name => 'tap_arch_pitr') \gset
+SELECT is(pg_temp.tap_settle('tap_arch_pitr', '150s'), 'ready', 'a point-in-time restore to the noted time is ready');
+SELECT coalesce((SELECT dborch.connection_string(name) FROM dborch.deployments
+                  WHERE name = 'tap_arch_pitr' AND status = 'ready'), 'postgresql://tap-not-ready.invalid/') AS pitr_uri \gset
+\set out `PGCONNECT_TIMEOUT=5 psql :'pitr_uri' -XAtqc "SELECT string_agg(v, ',' ORDER BY v) FROM t" 2>&1`
+SELECT is(:'out'::text, 'after the failover,before', 'it holds the row written after the failover, not the one after the noted time');
+SELECT pg_temp.tap_dborch_uri(:'uri', 'tap_arch') AS admin_uri \gset
+\set out `PGCONNECT_TIMEOUT=5 psql :'admin_uri' -XAtqc "SELECT failed_count FROM pg_stat_archiver" 2>&1`
+SELECT is(:'out'::text, '0', 'the new primary''s archiver never failed');
+
+-- a restore in place of the deployment (it has a replica again: the old
+-- primary rejoined) makes the replica anew from the restored primary
+SELECT ok(pg_temp.tap_until(format($$SELECT count(*) = 1 FROM dborch.instances WHERE deployment_id = %s
+                                     AND role = 'replica' AND status = 'running'$$, :dep_id), '60s'),
+          'the old primary runs as a replica');
+SELECT status FROM dborch.restore('tap_arch', backup => (SELECT id FROM dborch.backups WHERE job_id = :bk_job), in_place => true) \gset
+SELECT is((SELECT status FROM dborch.wait('tap_arch', '180s')), 'ready', 'the restore in place ends ready, its replica made anew');
+SELECT dborch.connection_string('tap_arch') AS uri \gset
+SELECT i.port AS r_port FROM dborch.instances i
+ WHERE i.deployment_id = :dep_id AND i.role = 'replica' AND i.status = 'running' \gset
+SELECT regexp_replace(:'uri', ':[0-9]+/', ':' || :r_port || '/') AS r_uri \gset
+\set out `PGCONNECT_TIMEOUT=5 psql :'r_uri' -XAtqc "SELECT string_agg(v, ',' ORDER BY v) FROM t" 2>&1`
+SELECT is(:'out'::text, 'before', 'the replica serves the restored data, not what was written before the restore');
+\set out `PGCONNECT_TIMEOUT=5 psql :'uri' -XAtqc "INSERT INTO t VALUES ('after the restore')" 2>&1; for i in $(seq 1 100); do r=$(PGCONNECT_TIMEOUT=5 psql :'r_uri' -XAtqc "SELECT count(*) FROM t WHERE v = 'after the restore'" 2>&1); [ "$r" = 1 ] && break; sleep 0.1; done; echo "$r"`
+SELECT is(:'out'::text, '1', 'and streams from it: a row written after the restore reaches it');
+
+SELECT count(dborch.destroy(name, drop_backups => true)) AS n FROM dborch.deployments
+ WHERE name IN ('tap_arch', 'tap_arch_pitr') AND status <> 'destroyed' \gset
+SELECT * FROM finish();
