@@ -173,7 +173,24 @@ dborch_restore(PG_FUNCTION_ARGS)
 		dborch_validate_name("deployment", new_name);
 
 	api_enter(&caller);
-	source = api_deployment(&caller, name, true);
+	if (backup_given && !in_place)
+	{
+		/*
+		 * A backup id names its deployment, which need not be the latest of
+		 * that name: another owner may have deployed the name since the
+		 * backup's deployment was destroyed.  Its owner still reaches it.
+		 */
+		Backup	   *given = cat_backup(backup_id);
+
+		dborch_validate_name("deployment", name);
+		if (given == NULL || strcmp(given->deployment, name) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("backup " INT64_FORMAT " of deployment \"%s\" does not exist", backup_id, name)));
+		source = api_check_deployment(&caller, name, cat_deployment(given->deployment_id));
+	}
+	else
+		source = api_deployment(&caller, name, true);
 	if (target_time != NULL)
 		check_target_time(source, target_time);
 	else

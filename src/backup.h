@@ -52,6 +52,7 @@ extern void pgbr_restore(const char *source_name, int64 source_id, const char *l
 						 int64 size_hint, const char *log_path);
 
 /* Expire backups: keep full_count full ones (0: no count) and/or max_age_days. */
+extern bool pgbr_expire_set(const char *deployment_name, int64 deployment_id, const char *label);
 extern void pgbr_expire(const char *deployment_name, int64 deployment_id,
 						int full_count, int max_age_days);
 

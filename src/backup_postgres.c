@@ -365,6 +365,21 @@ pgbr_restore(const char *source_name, int64 source_id, const char *label,
 	job_report_progress(size_hint, size_hint);
 }
 
+/*
+ * Remove one backup set (and what depends on it) from the repository; false
+ * if pgBackRest would not (it keeps a repository's only full backup).
+ */
+bool
+pgbr_expire_set(const char *deployment_name, int64 deployment_id, const char *label)
+{
+	const char *argv[] = {dborch_pgbackrest_path, config_option(deployment_name, deployment_id),
+		psprintf("--stanza=%s", deployment_name), "expire", psprintf("--set=%s", label), NULL};
+
+	return spawn_run(argv, psprintf("%s/log/dborch-expire.log",
+									backup_directory(deployment_name, deployment_id)),
+					 PGBACKREST_TIMEOUT_MS) == 0;
+}
+
 void
 pgbr_expire(const char *deployment_name, int64 deployment_id, int full_count, int max_age_days)
 {

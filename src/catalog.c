@@ -1854,6 +1854,26 @@ cat_backups_sync_pgbackrest(int64 deployment_id, const char *info)
 			  2, cat_i64(deployment_id), info);
 }
 
+/*
+ * Labels of pgbackrest info (JSON) that no succeeded backup row of the
+ * deployment has: sets pgBackRest finished that dborch never recorded.
+ */
+List *
+cat_unrecorded_labels(int64 deployment_id, const char *info)
+{
+	CatResult  *r = cat_query("SELECT x ->> 'label' AS label"
+							  " FROM pg_catalog.jsonb_array_elements($2::jsonb -> 0 -> 'backup') x"
+							  " WHERE NOT EXISTS (SELECT 1 FROM dborch.backups b WHERE b.deployment_id = $1::bigint"
+							  "                   AND b.status = 'succeeded' AND b.label = x ->> 'label')"
+							  " ORDER BY (x -> 'timestamp' ->> 'stop')::bigint DESC",
+							  2, cat_i64(deployment_id), info);
+	List	   *labels = NIL;
+
+	for (int i = 0; i < r->nrows; i++)
+		labels = lappend(labels, cat_str(r, i, "label"));
+	return labels;
+}
+
 /* A deployment's retention: full backups to keep and maximum age in days (0: none). */
 bool
 cat_backup_retention(int64 deployment_id, int *full_count, int *max_age_days)

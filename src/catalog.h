@@ -249,6 +249,7 @@ extern void cat_backup_record_pgbackrest(int64 id, const char *info);
 extern void cat_backup_record_redis(int64 id, const char *file, int64 size, int64 stored, int64 keys,
 									int64 keys_with_ttl, const char *checksum,
 									const char *snapshot_epoch);
+extern List *cat_unrecorded_labels(int64 deployment_id, const char *info);
 extern void cat_backups_sync_pgbackrest(int64 deployment_id, const char *info);
 extern bool cat_backup_retention(int64 deployment_id, int *full_count, int *max_age_days);
 extern void cat_set_backup_retention(int64 deployment_id, const char *full_count, const char *max_age);

@@ -174,10 +174,27 @@ undo_backup(JobContext *ctx, const char *reason)
 	Backup	   *b = load_backup(ctx);
 
 	/* a backup already recorded stays good: only retention or the event was missed */
-	if (strcmp(b->status, "succeeded") != 0)
-		cat_backup_set_status(b->id, "failed", NULL, reason);
+	if (strcmp(b->status, "succeeded") == 0)
+		return;
+	cat_backup_set_status(b->id, "failed", NULL, reason);
 	if (strcmp(b->engine, "redis") == 0)
 		unlink(psprintf("%s.tmp", redis_backup_file(b)));
+	else if (dborch_path_exists(psprintf("%s/stanza.ready", backup_directory(b->deployment, b->deployment_id))))
+	{
+		/*
+		 * A backup pgBackRest finished but dborch never recorded (cancelled
+		 * or failed after its backup stage) must not stay in the repository:
+		 * a later diff or incr would build on a backup dborch calls failed.
+		 * (pgBackRest keeps a repository's only full backup; dborch, which
+		 * knows of no full one then, makes the next backup a full one.)
+		 */
+		ListCell   *lc;
+
+		foreach(lc, cat_unrecorded_labels(b->deployment_id, pgbr_info(b->deployment, b->deployment_id)))
+			if (!pgbr_expire_set(b->deployment, b->deployment_id, lfirst(lc)))
+				ereport(LOG, (errmsg("dborch: backup set %s of \"%s\" stays in the repository",
+									 (char *) lfirst(lc), b->deployment)));
+	}
 }
 
 static const JobStage backup_stages[] = {

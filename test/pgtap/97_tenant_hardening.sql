@@ -14,7 +14,7 @@
 SET client_min_messages = warning;
 \ir helpers.psql
 
-SELECT plan(22);
+SELECT plan(26);
 
 SELECT status FROM dborch.deploy('tap_th_rd', 'redis', '{"memory": "16MB"}') \gset
 SELECT is((SELECT status FROM dborch.wait('tap_th_rd', '60s')), 'ready', 'a Redis deployment is ready');
@@ -81,6 +81,32 @@ SELECT is((SELECT status FROM dborch.tenants WHERE deployment = 'tap_th_rd' AND 
 \set out `timeout 10 redis-cli -u :'a_uri' --no-auth-warning GET acme:k 2>&1`
 SELECT is(:'out'::text, 'v', 'acme still reads its key on the source');
 
+-- the backups of a destroyed deployment stay its owner's, whoever deploys
+-- the name again
+CREATE ROLE tap_th_first IN ROLE dborch_user;
+CREATE ROLE tap_th_second IN ROLE dborch_user;
+SET ROLE tap_th_first;
+SELECT status FROM dborch.deploy('tap_th_reuse', 'redis', '{"memory": "8MB"}') \gset
+SELECT status FROM dborch.wait('tap_th_reuse', '60s') \gset
+SELECT id AS rb, job_id AS rb_job FROM dborch.backup('tap_th_reuse') \gset
+RESET ROLE;
+SELECT is(pg_temp.tap_job_result(:rb_job), 'succeeded', 'the first owner backs up tap_th_reuse');
+SET ROLE tap_th_first;
+SELECT status FROM dborch.destroy('tap_th_reuse') \gset
+SELECT status FROM dborch.wait('tap_th_reuse', '60s') \gset
+SET ROLE tap_th_second;
+SELECT status FROM dborch.deploy('tap_th_reuse', 'redis', '{"memory": "8MB"}') \gset
+SELECT is((SELECT status FROM dborch.wait('tap_th_reuse', '60s')), 'ready', 'another owner deploys the name again');
+SELECT is(pg_temp.tap_error(format('SELECT dborch.restore(%L, backup => %s, new_name => %L)', 'tap_th_reuse', :rb, 'tap_th_stolen')),
+          '42501: permission denied for deployment "tap_th_reuse"', 'the second owner cannot restore the first owner''s backup');
+SET ROLE tap_th_first;
+SELECT status FROM dborch.restore('tap_th_reuse', backup => :rb, new_name => 'tap_th_mine') \gset
+SELECT is((SELECT status FROM dborch.wait('tap_th_mine', '60s')), 'ready', 'the first owner restores its backup by id, into a new name');
+RESET ROLE;
+SELECT count(dborch.destroy(name, drop_backups => true)) AS n FROM dborch.deployments
+ WHERE name IN ('tap_th_reuse', 'tap_th_mine') AND status <> 'destroyed' \gset
+SELECT count(pg_temp.tap_settle(name, '60s')) AS n FROM dborch.deployments WHERE name IN ('tap_th_reuse', 'tap_th_mine') \gset
+
 -- notifications: an event id only, which another owner cannot read
 CREATE ROLE tap_th_other IN ROLE dborch_user;
 SELECT max(id) AS last_event FROM dborch.events WHERE deployment = 'tap_th_rd' \gset
@@ -89,6 +115,8 @@ SELECT is((SELECT count(*) FROM dborch.events WHERE id = :last_event), 0::bigint
           'another owner cannot read the event a notification names');
 RESET ROLE;
 DROP ROLE tap_th_other;
+DROP ROLE IF EXISTS tap_th_first;
+DROP ROLE IF EXISTS tap_th_second;
 
 SELECT is((SELECT count(*) FROM (SELECT dborch.destroy(n) FROM unnest(ARRAY['tap_th_rd', 'tap_th_rd2']) n) d), 2::bigint,
           'the deployments are destroyed');

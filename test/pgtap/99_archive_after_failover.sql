@@ -10,7 +10,7 @@
 SET client_min_messages = warning;
 \ir helpers.psql
 
-SELECT plan(13);
+SELECT plan(17);
 
 SELECT id AS dep_id FROM dborch.deploy('tap_arch', 'postgres', '{"memory": "32MB", "replicas": 1}') \gset
 SELECT is((SELECT status FROM dborch.wait('tap_arch', '120s')), 'ready', 'a deployment with a replica is ready');
@@ -58,6 +58,27 @@ SELECT regexp_replace(:'uri', ':[0-9]+/', ':' || :r_port || '/') AS r_uri \gset
 SELECT is(:'out'::text, 'before', 'the replica serves the restored data, not what was written before the restore');
 \set out `PGCONNECT_TIMEOUT=5 psql :'uri' -XAtqc "INSERT INTO t VALUES ('after the restore')" 2>&1; for i in $(seq 1 100); do r=$(PGCONNECT_TIMEOUT=5 psql :'r_uri' -XAtqc "SELECT count(*) FROM t WHERE v = 'after the restore'" 2>&1); [ "$r" = 1 ] && break; sleep 0.1; done; echo "$r"`
 SELECT is(:'out'::text, '1', 'and streams from it: a row written after the restore reaches it');
+
+-- a backup cancelled after pgBackRest finished it leaves no set behind for
+-- a later incr to build on
+ALTER SYSTEM SET dborch.pause_at_stage = 'backup:backup:after';
+SELECT pg_reload_conf() \g /dev/null
+SELECT pg_sleep(0.2) \g /dev/null
+SELECT id AS cb, job_id AS cb_job FROM dborch.backup('tap_arch', 'incr') \gset
+SELECT ok(pg_temp.tap_until($$SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query = 'paused at backup:backup:after')$$, '120s'),
+          'an incr backup is held right after pgBackRest made it');
+SELECT state FROM dborch.cancel_job(:cb_job) \gset
+ALTER SYSTEM RESET dborch.pause_at_stage;
+SELECT pg_reload_conf() \g /dev/null
+SELECT pg_temp.tap_job_end(:cb_job, '60s') AS cb_end \gset
+-- (read in a statement of its own: the wait's statement sees the rows as they were when it began)
+SELECT is(:'cb_end' || ' ' || (SELECT status FROM dborch.backups WHERE id = :cb),
+          'cancelled failed', 'cancel_job() ends it: the job cancelled, the backup failed');
+SELECT id AS nb, job_id AS nb_job FROM dborch.backup('tap_arch', 'incr') \gset
+SELECT is(pg_temp.tap_job_result(:nb_job), 'succeeded', 'a later incr backup succeeds');
+SELECT is((SELECT prior_label FROM dborch.backups WHERE id = :nb),
+          (SELECT label FROM dborch.backups WHERE job_id = :bk_job),
+          'it builds on the last backup dborch recorded, not on the cancelled one');
 
 SELECT count(dborch.destroy(name, drop_backups => true)) AS n FROM dborch.deployments
  WHERE name IN ('tap_arch', 'tap_arch_pitr') AND status <> 'destroyed' \gset
