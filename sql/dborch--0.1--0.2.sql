@@ -40,6 +40,13 @@ UPDATE dborch.backup_schedules s
    SET last_run_id = coalesce((SELECT pg_catalog.max(r.runid) FROM cron.job_run_details r
 							   WHERE r.jobid = s.cron_job_id), 0);
 
+-- A PostgreSQL deployment stopped or destroyed archives its last WAL and
+-- records how far a point-in-time restore of it reaches: a later target is
+-- refused up front, and dborch.deployment() shows the window.
+ALTER TABLE dborch.deployments ADD COLUMN recoverable_until timestamptz;
+COMMENT ON COLUMN dborch.deployments.recoverable_until IS
+	'stopped or destroyed PostgreSQL deployment: its last archived transaction, the latest point in time a restore reaches';
+
 -- metrics() of another owner's deployment is refused as by every other
 -- function (42501), no longer reported as unknown (42704).
 CREATE OR REPLACE FUNCTION dborch.metrics(name text, since interval DEFAULT '10 minutes')

@@ -126,12 +126,13 @@ check_target_time(Deployment *source, const char *target_time)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("deployment \"%s\" has no backup, so no point in time can be restored",
 						source->name)));
-	if (!cat_time_between(target_time, from, to))
+	if (!cat_time_between(target_time, from, to ? to : "now"))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("target time %s is outside the recoverable window of deployment \"%s\"",
 						target_time, source->name),
-				 errdetail("The window is from %s (the end of the first backup kept) to %s.", from, to)));
+				 to ? errdetail("The window is from %s (the end of the first backup kept) to %s.", from, to)
+				 : errdetail("The window begins at %s (the end of the first backup kept).", from)));
 }
 
 /*

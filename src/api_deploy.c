@@ -220,10 +220,13 @@ dborch_deployment(PG_FUNCTION_ARGS)
 	ApiCaller	caller;
 	Deployment *d;
 	Datum		details;
+	char	   *from = NULL,
+			   *to = NULL;
 
 	api_enter(&caller);
 	d = api_deployment(&caller, name, true);
-	details = cat_deployment_details(d->id);
+	(void) cat_recoverable_window(d->id, &from, &to);
+	details = cat_deployment_details(d->id, from, to);
 	api_leave(&caller);
 	PG_RETURN_DATUM(details);
 }

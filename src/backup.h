@@ -32,7 +32,15 @@ extern char *pgbr_archive_command(const char *deployment_name, int64 deployment_
 /* Write pgbackrest.conf for the instance and create the stanza if needed. */
 extern void pgbr_prepare(Instance *inst, const char *passphrase);
 extern void pgbr_follow_primary(Instance *primary);
-extern void pgbr_archive_now(Instance *primary);
+extern char *pgbr_archive_now(Instance *primary);
+
+/*
+ * Up to when a point-in-time restore of a deployment that does not run can
+ * reach: the last transaction end in its archived WAL (NULL: unknown).
+ * pgbr_seal_archive() archives the last WAL first if the primary runs.
+ */
+extern char *pgbr_last_archived_commit(const char *deployment_name, int64 deployment_id);
+extern char *pgbr_seal_archive(int64 deployment_id);
 
 /* Run pgbackrest backup of type kind ("full", "diff", "incr"). */
 extern void pgbr_backup(Instance *inst, const char *kind, const char *log_path);

@@ -22,6 +22,8 @@
 #include "miscadmin.h"
 #include "storage/fd.h"
 #include "storage/latch.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
 
 #include "backup.h"
 #include "dborch.h"
@@ -152,17 +154,24 @@ write_config(Instance *inst, const char *passphrase)
  * a point-in-time recovery to any earlier moment needs to see to stop
  * there), a WAL switch, and a wait until the archiver has archived that
  * segment, at most archive-timeout.  A point in time a moment ago of a
- * quiet database can then be restored.
+ * quiet database can then be restored.  Returns a time (UTC) the archived
+ * commit is not older than: every moment up to it can be restored.
  */
-void
+char *
 pgbr_archive_now(Instance *primary)
 {
 	PGconn	   *conn = engine_postgres_connect(primary);
 	PGresult   *res;
 	char	   *segment;
+	char	   *committed = NULL;
 	int64		deadline = dborch_now_ms() + PGBR_ARCHIVE_TIMEOUT_S * 1000;
 
-	PQclear(PQexec(conn, "SELECT pg_catalog.txid_current()"));
+	/* the transaction commits after the time it reads */
+	res = PQexec(conn, "SELECT pg_catalog.txid_current(), pg_catalog.to_char(pg_catalog.clock_timestamp()"
+				 " AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'");
+	if (PQresultStatus(res) == PGRES_TUPLES_OK)
+		committed = pstrdup(PQgetvalue(res, 0, 1));
+	PQclear(res);
 	res = PQexec(conn, "SELECT pg_catalog.pg_walfile_name(pg_catalog.pg_switch_wal())");
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
 	{
@@ -204,6 +213,157 @@ pgbr_archive_now(Instance *primary)
 	}
 	PQclear(res);
 	PQfinish(conn);
+	return committed;
+}
+
+/*
+ * The WAL segment before segment (same timeline), or NULL at the first.
+ * Names are timeline, log and segment number in hex; dborch's instances
+ * use 16 MB segments, 256 to a log.
+ */
+static char *
+previous_segment(const char *segment)
+{
+	unsigned int tli,
+				log,
+				seg;
+
+	if (strlen(segment) != 24 || sscanf(segment, "%08X%08X%08X", &tli, &log, &seg) != 3 ||
+		(log == 0 && seg == 0))
+		return NULL;
+	if (seg == 0)
+	{
+		log--;
+		seg = 0xFF;
+	}
+	else
+		seg--;
+	return psprintf("%08X%08X%08X", tli, log, seg);
+}
+
+/* The time of the last COMMIT or ABORT record pg_waldump listed, or NULL. */
+static char *
+last_transaction_end(const char *listing)
+{
+	char	   *found = NULL;
+	const char *line;
+
+	for (line = listing; line != NULL && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
+	{
+		const char *desc = strstr(line, "desc: ");
+		const char *eol = strchr(line, '\n');
+		const char *time;
+		size_t		len;
+
+		if (desc == NULL || (eol != NULL && desc > eol))
+			continue;
+		desc += strlen("desc: ");
+		if (strncmp(desc, "COMMIT ", 7) == 0)
+			time = desc + 7;
+		else if (strncmp(desc, "ABORT ", 6) == 0)
+			time = desc + 6;
+		else
+			continue;
+		len = strcspn(time, ";\n");
+		if (len > 0 && isdigit((unsigned char) time[0]))
+			found = pnstrdup(time, len);
+	}
+	return found;
+}
+
+/*
+ * How far a point-in-time restore of a deployment that does not run can
+ * reach: just before the newest transaction end in its archived WAL
+ * (recovery to a time stops at the first transaction end after it, and
+ * fails if the archive has none).  pgbackrest archive-get fetches the
+ * newest segments, at most four, and pg_waldump lists their transactions.
+ * NULL when they hold none or the archive cannot be read (archive-get
+ * reads the system identifier from the data directory: gone once the
+ * deployment is destroyed, which is why the destroy job records it).
+ */
+char *
+pgbr_last_archived_commit(const char *deployment_name, int64 deployment_id)
+{
+	char	   *dir = backup_directory(deployment_name, deployment_id);
+	char	   *scratch = psprintf("%s/spool/last-commit", dir);
+	char	   *log = psprintf("%s/log/dborch-last-commit.log", dir);
+	char	   *segment = cat_newest_archived_wal(pgbr_info(deployment_name, deployment_id));
+	char	   *found = NULL;
+	int			n;
+
+	dborch_remove_tree(scratch);
+	dborch_mkdir(scratch, 0700);
+	for (n = 0; segment != NULL && found == NULL && n < 4; n++, segment = previous_segment(segment))
+	{
+		char	   *file = psprintf("%s/%s", scratch, segment);
+		char	   *listing = psprintf("%s.txt", file);
+		const char *get[] = {dborch_pgbackrest_path, config_option(deployment_name, deployment_id),
+			psprintf("--stanza=%s", deployment_name), "archive-get", segment, file,
+		"--log-level-console=off", "--log-level-stderr=error", NULL};
+		/* pg_waldump prints times in the TZ of its environment */
+		const char *dump[] = {"/usr/bin/env", "TZ=UTC", dborch_bindir_program("", "pg_waldump"),
+		"--rmgr=Transaction", file, NULL};
+
+		unlink(log);
+		if (spawn_run(get, log, PGBACKREST_TIMEOUT_MS) != 0)
+			break;
+		(void) spawn_run(dump, listing, PGBACKREST_TIMEOUT_MS);
+		found = last_transaction_end(dborch_read_file(listing, true));
+	}
+	dborch_remove_tree(scratch);
+	if (found == NULL)
+		return NULL;
+	/* pg_waldump printed it in UTC, with the zone's name */
+	return pstrdup(timestamptz_to_str(DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
+																			  CStringGetDatum(found),
+																			  ObjectIdGetDatum(InvalidOid),
+																			  Int32GetDatum(-1))) - 1));
+}
+
+/* pgbr_archive_now() in the shape cat_try() calls */
+typedef struct ArchiveNowCall
+{
+	Instance   *primary;
+	char	  **until;
+} ArchiveNowCall;
+
+static void
+archive_now_call(void *arg)
+{
+	ArchiveNowCall *call = arg;
+
+	*call->until = pgbr_archive_now(call->primary);
+}
+
+/*
+ * Before a deployment's instances stop (stop, destroy): archive its last
+ * WAL while the primary runs, or read what the archive holds when it does
+ * not.  Returns up to when a point-in-time restore can reach, or NULL (not
+ * PostgreSQL, no backup repository yet, nothing known).  Never fails: a
+ * stop does not wait on a broken archive longer than archive-timeout.
+ */
+char *
+pgbr_seal_archive(int64 deployment_id)
+{
+	Deployment *d = cat_deployment(deployment_id);
+	Instance   *primary = cat_primary_instance(deployment_id);
+	char	   *until = NULL;
+	char	   *error;
+
+	if (d == NULL || strcmp(d->engine, "postgres") != 0 ||
+		!dborch_path_exists(psprintf("%s/stanza.ready", backup_directory(d->name, d->id))))
+		return NULL;
+	if (primary != NULL && strcmp(primary->status, "running") == 0)
+	{
+		ArchiveNowCall call = {primary, &until};
+
+		error = cat_try(archive_now_call, &call);
+		if (error != NULL)
+			ereport(LOG, (errmsg("dborch: the last WAL of \"%s\" was not archived: %s", d->name, error)));
+	}
+	if (until == NULL)
+		until = pgbr_last_archived_commit(d->name, d->id);
+	return until;
 }
 
 /*

@@ -615,7 +615,7 @@ cat_set_deployment_node(int64 id, const char *node)
  * (no credentials), and its last job.
  */
 Datum
-cat_deployment_details(int64 id)
+cat_deployment_details(int64 id, const char *window_from, const char *window_to)
 {
 	return cat_query_datum(
 						   "SELECT pg_catalog.jsonb_build_object("
@@ -624,6 +624,8 @@ cat_deployment_details(int64 id)
 						   "  'node', d.node, 'created_at', d.created_at, 'ready_at', d.ready_at,"
 						   "  'destroyed_at', d.destroyed_at, 'expires_at', d.expires_at,"
 						   "  'last_error', d.last_error,"
+						   "  'recoverable_window', CASE WHEN $2::timestamptz IS NOT NULL THEN pg_catalog.jsonb_build_object("
+						   "      'from', $2::timestamptz, 'to', $3::timestamptz) END,"
 						   "  'instances', coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object("
 						   "      'id', i.id, 'role', i.role, 'node', i.node, 'host', i.host,"
 						   "      'port', i.port, 'pid', i.pid, 'status', i.status,"
@@ -647,7 +649,7 @@ cat_deployment_details(int64 id)
 						   "      'error', j.error, 'created_at', j.created_at, 'finished_at', j.finished_at)"
 						   "    FROM dborch.jobs j WHERE j.deployment_id = d.id ORDER BY j.id DESC LIMIT 1))"
 						   " FROM dborch.deployments d WHERE d.id = $1::bigint",
-						   1, cat_i64(id));
+						   3, cat_i64(id), window_from, window_to);
 }
 
 /* The id column of a result as a list of int64 *. */
@@ -1943,13 +1945,20 @@ cat_backup_verified(int64 id, const char *error)
 
 /*
  * The window a point-in-time restore can reach: from the end of the first
- * backup still kept to now.  false when there is no backup.
+ * backup still kept to now while the primary runs (a restore archives its
+ * WAL first), else to the last transaction end of the archived WAL that a
+ * stop or destroy recorded (NULL *to: not known before the restore job
+ * reads the archive).  false when there is no backup.
  */
 bool
 cat_recoverable_window(int64 deployment_id, char **from, char **to)
 {
-	CatResult  *r = cat_query("SELECT pg_catalog.min(finished_at) AS from_time, pg_catalog.now() AS to_time"
-							  " FROM dborch.backups WHERE deployment_id = $1::bigint AND status = 'succeeded'",
+	CatResult  *r = cat_query("SELECT pg_catalog.min(b.finished_at) AS from_time,"
+							  " CASE WHEN EXISTS (SELECT 1 FROM dborch.instances i WHERE i.deployment_id = $1::bigint"
+							  "                   AND i.role = 'primary' AND i.status = 'running') THEN pg_catalog.now()"
+							  "      ELSE (SELECT d.recoverable_until FROM dborch.deployments d"
+							  "            WHERE d.id = $1::bigint AND d.status IN ('stopped', 'destroyed')) END AS to_time"
+							  " FROM dborch.backups b WHERE b.deployment_id = $1::bigint AND b.status = 'succeeded'",
 							  1, cat_i64(deployment_id));
 
 	if (cat_value(r, 0, "from_time") == NULL)
@@ -1957,6 +1966,25 @@ cat_recoverable_window(int64 deployment_id, char **from, char **to)
 	*from = cat_str(r, 0, "from_time");
 	*to = cat_str(r, 0, "to_time");
 	return true;
+}
+
+/* Record up to when a point-in-time restore of a stopped or destroyed deployment reaches. */
+void
+cat_set_recoverable_until(int64 deployment_id, const char *time)
+{
+	cat_query("UPDATE dborch.deployments SET recoverable_until = $2::timestamptz WHERE id = $1::bigint",
+			  2, cat_i64(deployment_id), time);
+}
+
+/* The newest WAL segment of pgbackrest info (JSON), over its archives; NULL if none. */
+char *
+cat_newest_archived_wal(const char *info)
+{
+	CatResult  *r = cat_query("SELECT pg_catalog.max(a ->> 'max') AS segment"
+							  " FROM pg_catalog.jsonb_array_elements($1::jsonb -> 0 -> 'archive') a",
+							  1, info);
+
+	return cat_str(r, 0, "segment");
 }
 
 /* Bytes of a deployment's backup with that pgBackRest label; 0 if unknown. */

@@ -131,7 +131,7 @@ extern bool cat_lock_owner_quota(const char *owner, bool wait, int64 *deployment
 extern bool cat_set_deployment_status(int64 id, const char *status, const char *only_if_in,
 									  const char *error);
 extern void cat_set_deployment_node(int64 id, const char *node);
-extern Datum cat_deployment_details(int64 id);
+extern Datum cat_deployment_details(int64 id, const char *window_from, const char *window_to);
 extern List *cat_expired_deployments(void);
 
 /* jobs */
@@ -257,6 +257,8 @@ extern CatResult *cat_expire_redis_backups(int64 deployment_id, int full_count, 
 extern void cat_expire_all_backups(int64 deployment_id);
 extern void cat_backup_verified(int64 id, const char *error);
 extern bool cat_recoverable_window(int64 deployment_id, char **from, char **to);
+extern void cat_set_recoverable_until(int64 deployment_id, const char *time);
+extern char *cat_newest_archived_wal(const char *info);
 extern int64 cat_backup_size(int64 deployment_id, const char *label);
 extern char *cat_pitr_base_backup(int64 deployment_id, const char *target_time);
 extern bool cat_time_between(const char *time, const char *from, const char *to);

@@ -82,7 +82,8 @@ extern char *job_try(void (*fn) (JobContext *ctx, void *arg), JobContext *ctx, v
 /* job_upgrade.c: an upgrade job for a deployment an earlier dborch made */
 extern void job_queue_upgrade_if_needed(int64 deployment_id, const char *owner);
 
-/* job_deploy.c and job_destroy.c share the teardown of instances */
+/* job_destroy.c: stopping (stop, destroy) and removing (failed deploy) instances */
+extern void job_stop_instances(int64 deployment_id, bool seal);
 extern void job_remove_instances(int64 deployment_id);
 
 /* Stages of the deploy job, reused by the restore jobs (job_restore.c). */

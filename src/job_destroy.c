@@ -15,12 +15,19 @@
 #include "engine.h"
 #include "job.h"
 
-/* Stop every live instance and wait until its process has exited. */
-static void
-stop_instances(int64 deployment_id)
+/*
+ * Stop every live instance and wait until its process has exited.  With
+ * seal, a PostgreSQL deployment whose backups stay archives its last WAL
+ * first and records up to when a point-in-time restore of it can reach
+ * (pgbr_seal_archive()).
+ */
+void
+job_stop_instances(int64 deployment_id, bool seal)
 {
 	ListCell   *lc;
 
+	if (seal)
+		cat_set_recoverable_until(deployment_id, pgbr_seal_archive(deployment_id));
 	foreach(lc, cat_live_instances(deployment_id))
 	{
 		Instance   *inst = lfirst(lc);
@@ -69,7 +76,7 @@ release(int64 deployment_id)
 void
 job_remove_instances(int64 deployment_id)
 {
-	stop_instances(deployment_id);
+	job_stop_instances(deployment_id, false);
 	remove_data(deployment_id);
 	release(deployment_id);
 }
@@ -77,7 +84,7 @@ job_remove_instances(int64 deployment_id)
 static void
 stage_stop(JobContext *ctx)
 {
-	stop_instances(ctx->deployment_id);
+	job_stop_instances(ctx->deployment_id, !cat_json_bool(ctx->args, "drop_backups"));
 }
 
 static void

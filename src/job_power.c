@@ -15,15 +15,7 @@
 static void
 stage_stop(JobContext *ctx)
 {
-	ListCell   *lc;
-
-	foreach(lc, cat_live_instances(ctx->deployment_id))
-	{
-		Instance   *inst = lfirst(lc);
-
-		engine_get(inst->engine)->stop(inst);
-		cat_set_instance_status(inst->id, "stopped", 0);
-	}
+	job_stop_instances(ctx->deployment_id, true);
 }
 
 static void

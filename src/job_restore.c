@@ -49,18 +49,38 @@ restore_marker(JobContext *ctx, Instance *inst)
  * A point in time of a source that runs: its primary archives everything up
  * to now first (pgbr_archive_now()), so that "a moment ago" is in the
  * archive even on a quiet database.  A source that does not run has what
- * it archived (at most archive_timeout behind its end).
+ * it archived (at most archive_timeout behind its end): a target after its
+ * last archived transaction is refused here, before anything is restored.
  */
 static void
 stage_archive_wal(JobContext *ctx)
 {
+	char	   *target = cat_json_text(ctx->args, "target_time");
 	Deployment *source = cat_deployment(cat_json_int64(ctx->args, "source_id"));
-	Instance   *primary = source ? cat_primary_instance(source->id) : NULL;
+	Instance   *primary;
+	char	   *until;
 
-	if (cat_json_text(ctx->args, "target_time") == NULL || primary == NULL ||
-		strcmp(primary->engine, "postgres") != 0 || strcmp(primary->status, "running") != 0)
+	if (target == NULL || source == NULL || strcmp(source->engine, "postgres") != 0)
 		return;
-	pgbr_archive_now(primary);
+	primary = cat_primary_instance(source->id);
+	if (primary != NULL && strcmp(primary->status, "running") == 0)
+	{
+		(void) pgbr_archive_now(primary);
+		return;
+	}
+	until = pgbr_last_archived_commit(source->name, source->id);
+	if (until != NULL && (strcmp(source->status, "stopped") == 0 || strcmp(source->status, "destroyed") == 0))
+	{
+		/* (kept, so that the next such restore is refused up front) */
+		cat_set_recoverable_until(source->id, until);
+		job_commit_progress();
+	}
+	if (until != NULL && !cat_time_between(target, "-infinity", until))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("target time %s is after the last transaction deployment \"%s\" archived", target, source->name),
+				 errdetail("It does not run, and its archived WAL reaches up to %s (just before its last transaction).", until),
+				 errhint("Restore a moment up to %s, or a backup by id.", until)));
 }
 
 /* Every occurrence of from in the file at path becomes to. */

@@ -10,7 +10,7 @@
 SET client_min_messages = warning;
 \ir helpers.psql
 
-SELECT plan(17);
+SELECT plan(27);
 
 SELECT id AS dep_id FROM dborch.deploy('tap_arch', 'postgres', '{"memory": "32MB", "replicas": 1}') \gset
 SELECT is((SELECT status FROM dborch.wait('tap_arch', '120s')), 'ready', 'a deployment with a replica is ready');
@@ -80,6 +80,47 @@ SELECT is((SELECT prior_label FROM dborch.backups WHERE id = :nb),
           (SELECT label FROM dborch.backups WHERE job_id = :bk_job),
           'it builds on the last backup dborch recorded, not on the cancelled one');
 
+-- stopped, a deployment first archives its last WAL: its recoverable window
+-- ends with its last transaction, and a later target is refused up front
+\set t_last `PGCONNECT_TIMEOUT=5 psql :'uri' -XAtq -c "INSERT INTO t VALUES ('last words')" -c 'SELECT clock_timestamp()' 2>&1`
+SELECT status FROM dborch.stop('tap_arch') \gset
+SELECT is(pg_temp.tap_settle('tap_arch', '60s'), 'stopped', 'the deployment is stopped');
+SELECT recoverable_until AS until FROM dborch.deployments WHERE id = :dep_id \gset
+SELECT ok(:'until'::timestamptz >= :'t_last'::timestamptz AND :'until'::timestamptz <= now(),
+          'its recoverable window ends after its last row');
+SELECT is(dborch.deployment('tap_arch') -> 'recoverable_window' ->> 'to', to_jsonb(:'until'::timestamptz) #>> '{}',
+          'dborch.deployment() shows that end');
+SELECT matches(pg_temp.tap_error_full(format($$SELECT dborch.restore('tap_arch', target_time => %L::timestamptz + interval '1 s', new_name => 'tap_arch_late')$$, :'until')),
+               '^22023: target time .* is outside the recoverable window of deployment "tap_arch" \| The window is from .* to ' || regexp_replace(:'until', '([.+])', '\\\1', 'g') || '\.',
+               'a target after it is refused up front (22023), naming the window');
+-- not in the catalog (stopped by an earlier dborch, or down without a
+-- stop): the restore job reads the end from the archive and refuses a
+-- later target before it restores anything
+UPDATE dborch.deployments SET recoverable_until = NULL WHERE id = :dep_id;
+SELECT pg_sleep(1) \g /dev/null
+SELECT status FROM dborch.restore('tap_arch', target_time => :'until'::timestamptz + interval '0.5 s', new_name => 'tap_arch_late') \gset
+SELECT pg_temp.tap_settle('tap_arch_late', '60s') AS late \gset
+SELECT is(:'late' || ' ' ||
+          (SELECT last_error LIKE '%is after the last transaction deployment "tap_arch" archived%'
+             FROM dborch.deployments WHERE name = 'tap_arch_late' AND status <> 'destroyed'),
+          'failed true', 'unknown in the catalog, a later target fails the restore before it begins, saying why');
+SELECT ok((SELECT recoverable_until >= :'until'::timestamptz FROM dborch.deployments WHERE id = :dep_id),
+          'and the end it read from the archive is recorded');
+
+-- destroyed (its backups kept) while stopped, the deployment reads the end
+-- from its archive; a restore to that end has the last row
+SELECT status FROM dborch.destroy('tap_arch') \gset
+SELECT is(pg_temp.tap_settle('tap_arch', '60s'), 'destroyed', 'the deployment is destroyed, its backups kept');
+SELECT recoverable_until AS until FROM dborch.deployments WHERE id = :dep_id \gset
+SELECT ok(:'until'::timestamptz >= :'t_last'::timestamptz, 'its window still ends after its last row');
+SELECT status FROM dborch.restore('tap_arch', target_time => :'until', new_name => 'tap_arch_end') \gset
+SELECT is(pg_temp.tap_settle('tap_arch_end', '150s'), 'ready', 'a restore to the end of the window is ready');
+SELECT coalesce((SELECT dborch.connection_string(name) FROM dborch.deployments
+                  WHERE name = 'tap_arch_end' AND status = 'ready'), 'postgresql://tap-not-ready.invalid/') AS end_uri \gset
+\set out `PGCONNECT_TIMEOUT=5 psql :'end_uri' -XAtqc "SELECT count(*) FROM t WHERE v = 'last words'" 2>&1`
+SELECT is(:'out'::text, '1', 'it holds the last row written before the stop');
+
 SELECT count(dborch.destroy(name, drop_backups => true)) AS n FROM dborch.deployments
- WHERE name IN ('tap_arch', 'tap_arch_pitr') AND status <> 'destroyed' \gset
+ WHERE name IN ('tap_arch_pitr', 'tap_arch_end', 'tap_arch_late') AND status <> 'destroyed' \gset
+SELECT status FROM dborch.destroy('tap_arch', drop_backups => true) \gset
 SELECT * FROM finish();
