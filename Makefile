@@ -12,7 +12,7 @@ DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 
 # pg_regress suites: the SQL surface, against a temporary instance that
 # preloads pg_cron and dborch (see test/regress.conf).
-REGRESS = catalog validation idempotency rls upgrade tenants
+REGRESS = catalog validation idempotency rls upgrade tenants readme
 REGRESS_OPTS = --temp-instance=$(CURDIR)/tmp_check_regress \
 	--temp-config=$(CURDIR)/test/regress.conf --load-extension=pg_cron
 

@@ -14,7 +14,7 @@ PACKAGES=(
 	libtap-parser-sourcehandler-pgtap-perl libipc-run-perl
 	libhiredis-dev libcurl4-openssl-dev libzstd-dev libssl-dev
 	redis-server redis-tools pgbackrest prometheus-postgres-exporter
-	make gcc procps iproute2 ca-certificates curl zstd
+	make gcc procps iproute2 ca-certificates curl zstd git
 )
 
 log() { printf '%s\n' "$*" >&2; }

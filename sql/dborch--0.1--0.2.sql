@@ -47,6 +47,28 @@ ALTER TABLE dborch.deployments ADD COLUMN recoverable_until timestamptz;
 COMMENT ON COLUMN dborch.deployments.recoverable_until IS
 	'stopped or destroyed PostgreSQL deployment: its last archived transaction, the latest point in time a restore reaches';
 
+-- A policy names its deployment, as every other table a user reads does.
+ALTER TABLE dborch.autoscale_policies ADD COLUMN deployment text;
+UPDATE dborch.autoscale_policies p SET deployment = d.name FROM dborch.deployments d WHERE d.id = p.deployment_id;
+ALTER TABLE dborch.autoscale_policies ALTER COLUMN deployment SET NOT NULL;
+COMMENT ON COLUMN dborch.autoscale_policies.deployment IS 'the deployment''s name';
+
+-- endpoints: the average latency to the microsecond (0.28, not
+-- 0.27999999999999997).
+CREATE OR REPLACE VIEW dborch.endpoints WITH (security_invoker = true) AS
+	SELECT d.name AS deployment, d.engine, i.id AS instance_id, i.role, i.host, i.port,
+		   i.status, (i.status = 'running' AND coalesce(p.up, false)) AS healthy,
+		   l.latency_ms, p.connections, p.at AS probed_at
+	  FROM dborch.instances i
+	  JOIN dborch.deployments d ON d.id = i.deployment_id
+	  LEFT JOIN LATERAL (SELECT p.up, p.connections, p.at FROM dborch.probes p
+						  WHERE p.instance_id = i.id ORDER BY p.at DESC LIMIT 1) p ON true
+	  LEFT JOIN LATERAL (SELECT pg_catalog.round(pg_catalog.avg(p.latency_ms)::numeric, 3)::float8 AS latency_ms
+						   FROM dborch.probes p
+						  WHERE p.instance_id = i.id AND p.up
+						  AND p.at > pg_catalog.clock_timestamp() - interval '1 minute') l ON true
+	 WHERE i.status <> 'destroyed';
+
 -- metrics() of another owner's deployment is refused as by every other
 -- function (42501), no longer reported as unknown (42704).
 CREATE OR REPLACE FUNCTION dborch.metrics(name text, since interval DEFAULT '10 minutes')

@@ -400,6 +400,24 @@ check_cron_can_run(const char *role)
 	PQfinish(conn);
 }
 
+/* cat_schedule_backups() in the shape cat_try() calls */
+typedef struct ScheduleCall
+{
+	Deployment *d;
+	const char *schedule;
+	const char *kind;
+	bool		verify;
+	Datum		row;
+} ScheduleCall;
+
+static void
+schedule_call(void *arg)
+{
+	ScheduleCall *call = arg;
+
+	call->row = cat_schedule_backups(call->d, call->schedule, call->kind, call->verify);
+}
+
 /*
  * dborch.schedule_backups(name, schedule, kind, retention, verify): a
  * pg_cron job calling dborch.backup(); retention, when given, applies to
@@ -415,6 +433,8 @@ dborch_schedule_backups(PG_FUNCTION_ARGS)
 	bool		verify = PG_ARGISNULL(4) ? false : PG_GETARG_BOOL(4);
 	ApiCaller	caller;
 	Deployment *d;
+	ScheduleCall call;
+	char	   *error;
 	Datum		row;
 
 	check_schedule(schedule);
@@ -425,7 +445,19 @@ dborch_schedule_backups(PG_FUNCTION_ARGS)
 	check_cron_can_run(GetUserNameFromId(GetUserId(), false));
 	if (retention != NULL)
 		set_retention(d, retention);
-	row = cat_schedule_backups(d, schedule, kind, verify);
+	/* five fields pg_cron still refuses ("61 * * * *"): its message, not dborch's statement */
+	call = (ScheduleCall) {d, schedule, kind, verify, (Datum) 0};
+	error = cat_try(schedule_call, &call);
+	if (error != NULL && strncmp(error, "invalid schedule", 16) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid schedule \"%s\"", dborch_clip(schedule, 60)),
+				 errdetail("pg_cron refuses it: a field is out of range or malformed."),
+				 errhint("Minute 0-59, hour 0-23, day of month 1-31, month 1-12, day of week 0-7, "
+						 "with *, lists (1,15), ranges (1-5) and steps (*/10).")));
+	if (error != NULL)
+		ereport(ERROR, (errmsg("%s", error)));
+	row = call.row;
 	cat_event(caller.name, d->id, 0, "backups_scheduled",
 			  psprintf("%s backups scheduled at \"%s\"", kind, schedule), NULL);
 	api_leave(&caller);

@@ -159,7 +159,7 @@ dborch_scale(PG_FUNCTION_ARGS)
 										psprintf("{\"replicas\": %d}", replicas));
 
 		cat_event(caller.name, d->id, job, "scale_requested",
-				  psprintf("%d replicas requested", replicas), NULL);
+				  psprintf("%s requested", dborch_count(replicas, "replica", "replicas")), NULL);
 	}
 	if (memory > 0)
 	{
@@ -208,7 +208,12 @@ dborch_set_maintenance_window(PG_FUNCTION_ARGS)
 	Datum		row;
 
 	if (window != NULL)
+	{
 		parse_window(window, &start, &end);
+		/* stored as "wed:03:00-wed:04:00" however it was typed */
+		window = psprintf("%s:%02d:%02d-%s:%02d:%02d", day_names[start / 1440], start % 1440 / 60, start % 60,
+						  day_names[end / 1440], end % 1440 / 60, end % 60);
+	}
 	api_enter(&caller);
 	d = api_deployment(&caller, name, false);
 	cat_set_maintenance_window(d->id, window);

@@ -343,6 +343,8 @@ redis_snapshot(Instance *inst, const char *file, const char *passphrase)
 	struct stat st;
 	char	   *error = NULL;
 	int64		done = 0;
+	/* zstd level 1 unless the spec's backup_compression ("zst:N") says */
+	int			level = inst->backup_compression ? atoi(inst->backup_compression + 4) : 1;
 
 	PG_TRY();
 	{
@@ -369,7 +371,7 @@ redis_snapshot(Instance *inst, const char *file, const char *passphrase)
 			EVP_DigestInit_ex(sha, EVP_sha256(), NULL) != 1 ||
 			EVP_EncryptInit_ex(cipher, EVP_aes_256_gcm(), NULL, key, iv) != 1)
 			ereport(ERROR, (errmsg("could not set up compression and encryption")));
-		ZSTD_CCtx_setParameter(zstd, ZSTD_c_compressionLevel, 1);
+		ZSTD_CCtx_setParameter(zstd, ZSTD_c_compressionLevel, level);
 		ZSTD_CCtx_setParameter(zstd, ZSTD_c_nbWorkers, 2);
 
 		write_all(dst, MAGIC, MAGIC_LEN, sha, tmp);

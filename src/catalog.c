@@ -1071,7 +1071,8 @@ cat_event_notify(const char *actor, int64 deployment_id, int64 job_id,
 	" i.pid, i.status, d.memory_bytes, d.spec->>'max_connections' AS max_connections," \
 	" coalesce((d.spec->>'synchronous')::bool, false) AND i.role = 'primary' AND EXISTS" \
 	"   (SELECT 1 FROM dborch.instances r WHERE r.deployment_id = i.deployment_id" \
-	"    AND r.role = 'replica' AND r.status IN ('starting', 'running')) AS synchronous" \
+	"    AND r.role = 'replica' AND r.status IN ('starting', 'running')) AS synchronous," \
+	" d.spec->>'backup_compression' AS backup_compression" \
 	" FROM dborch.instances i JOIN dborch.deployments d ON d.id = i.deployment_id"
 
 static Instance *
@@ -1093,6 +1094,7 @@ instance_from(CatResult *r, int row)
 	i->memory_bytes = cat_int64(r, row, "memory_bytes");
 	i->max_connections = cat_value(r, row, "max_connections") ? atoi(cat_value(r, row, "max_connections")) : 0;
 	i->synchronous = strcmp(cat_value(r, row, "synchronous"), "t") == 0;
+	i->backup_compression = cat_str(r, row, "backup_compression");
 	return i;
 }
 
@@ -1533,15 +1535,19 @@ cat_set_instance_role(int64 id, const char *role)
 			  2, cat_i64(id), role);
 }
 
-/* A job due after delay_ms (a failover waits for dborch.failover_timeout). */
+/*
+ * A job due after delay_ms, at the nearest whole second (a change deferred
+ * to a maintenance window is due at the window's start, not a few
+ * microseconds off it).
+ */
 int64
 cat_queue_job_after(const char *kind, int64 deployment_id, const char *owner, const char *args,
 					int delay_ms)
 {
 	int64		id = cat_queue_job(kind, deployment_id, owner, args);
 
-	cat_query("UPDATE dborch.jobs SET not_before = pg_catalog.clock_timestamp()"
-			  " + pg_catalog.make_interval(secs => $2::float8 / 1000) WHERE id = $1::bigint",
+	cat_query("UPDATE dborch.jobs SET not_before = pg_catalog.date_trunc('second', pg_catalog.clock_timestamp()"
+			  " + pg_catalog.make_interval(secs => $2::float8 / 1000 + 0.5)) WHERE id = $1::bigint",
 			  2, cat_i64(id), psprintf("%d", delay_ms));
 	return id;
 }
@@ -1770,9 +1776,10 @@ cat_queue_backup(Deployment *d, const char *kind, bool verify)
 	int64		job_id;
 
 	r = cat_query("INSERT INTO dborch.backups (deployment_id, deployment, engine, owner, kind,"
-				  " requested_kind, verify_requested)"
-				  " VALUES ($1::bigint, $2, $3, $4::name, $5, $5, $6::bool) RETURNING id",
-				  6, cat_i64(d->id), d->name, d->engine, d->owner, kind, verify ? "true" : "false");
+				  " requested_kind, verify_requested, compressed)"
+				  " VALUES ($1::bigint, $2, $3, $4::name, $5, $5, $6::bool,"
+				  "  $7::jsonb->>'backup_compression' IS DISTINCT FROM 'none') RETURNING id",
+				  7, cat_i64(d->id), d->name, d->engine, d->owner, kind, verify ? "true" : "false", d->spec);
 	backup_id = cat_int64(r, 0, "id");
 	job_id = cat_queue_job("backup", d->id, d->owner,
 						   psprintf("{\"backup_id\": " INT64_FORMAT "}", backup_id));
@@ -2387,8 +2394,9 @@ cat_set_autoscale(int64 deployment_id, const char *policy, const char *metric, d
 				  double down, int min_replicas, int max_replicas, const char *cooldown)
 {
 	cat_query("INSERT INTO dborch.autoscale_policies (deployment_id, policy, metric, scale_up_at,"
-			  " scale_down_at, min_replicas, max_replicas, cooldown)"
-			  " VALUES ($1::bigint, $2::jsonb, $3, $4::float8, $5::float8, $6::int, $7::int, $8::interval)"
+			  " scale_down_at, min_replicas, max_replicas, cooldown, deployment)"
+			  " SELECT $1::bigint, $2::jsonb, $3, $4::float8, $5::float8, $6::int, $7::int, $8::interval, d.name"
+			  " FROM dborch.deployments d WHERE d.id = $1::bigint"
 			  " ON CONFLICT (deployment_id) DO UPDATE SET policy = excluded.policy,"
 			  "   metric = excluded.metric, scale_up_at = excluded.scale_up_at,"
 			  "   scale_down_at = excluded.scale_down_at, min_replicas = excluded.min_replicas,"

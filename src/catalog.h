@@ -51,6 +51,7 @@ typedef struct Instance
 	int			max_connections;	/* of the deployment's spec; 0: the engine's default */
 	bool		synchronous;	/* a primary whose commits wait for a replica: the spec
 								 * asks for it and a replica starts or runs */
+	char	   *backup_compression; /* of the deployment's spec ("lz4:1"); NULL: the default */
 } Instance;
 
 typedef struct Job

@@ -148,6 +148,7 @@ extern bool dborch_port_in_use(const char *address, int port);
 extern char *dborch_file_tail(const char *path, int max_bytes);
 extern void dborch_validate_name(const char *what, const char *name);
 extern char *dborch_clip(const char *text, int max_bytes);
+extern char *dborch_count(int64 n, const char *one, const char *many);
 extern int64 dborch_now_ms(void);
 
 /* launcher.c, job_worker.c */

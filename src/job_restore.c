@@ -332,8 +332,8 @@ stage_tenants(JobContext *ctx)
 	lock_out_tenants(ctx, load_instance(ctx));
 	if (carried > 0)
 		cat_event(DBORCH_ACTOR, target->id, ctx->job_id, "tenants_restored",
-				  psprintf("%d tenants of \"%s\" carried over, with passwords of their own", carried,
-						   source->name),
+				  psprintf("%s of \"%s\" carried over, with passwords of their own",
+						   dborch_count(carried, "tenant", "tenants"), source->name),
 				  psprintf("{\"tenants\": %d, \"source_id\": " INT64_FORMAT "}", carried, source->id));
 }
 

@@ -32,6 +32,7 @@
 #include "engine.h"
 #include "job.h"
 #include "replication.h"
+#include "spec.h"
 
 static bool
 is_role(Instance *inst, const char *role)
@@ -306,11 +307,13 @@ stage_memory(JobContext *ctx)
 static void
 stage_scale_finalize(JobContext *ctx)
 {
-	int			replicas = list_length(replicas_of(ctx->deployment_id));
+	char	   *replicas = dborch_count(list_length(replicas_of(ctx->deployment_id)), "replica", "replicas");
+	int64		memory = cat_json_int64(ctx->args, "memory_bytes");
 
 	cat_refresh_deployment_status(ctx->deployment_id);
 	cat_event(DBORCH_ACTOR, ctx->deployment_id, ctx->job_id, "scaled",
-			  psprintf("%d replicas", replicas), ctx->args);
+			  memory > 0 ? psprintf("memory %s, %s", spec_format_size(memory), replicas) : replicas,
+			  ctx->args);
 }
 
 /* A scale that gave up: replicas that never ran go; the rest stays as it is. */

@@ -184,7 +184,8 @@ finish_unsuccessfully(const JobKind *kind, JobContext *ctx, const char *state,
 	cat_job_finish(ctx->job_id, state,
 				   undo_error ? psprintf("%s; cleanup failed: %s", reason, undo_error) : reason);
 	cat_event(DBORCH_ACTOR, ctx->deployment_id, ctx->job_id, state,
-			  psprintf("%s job %s: %s", kind->name, state, reason),
+			  strcmp(reason, state) == 0 ? psprintf("%s job %s", kind->name, state)
+			  : psprintf("%s job %s: %s", kind->name, state, reason),
 			  psprintf("{\"attempts\": %d, \"cleanup_failed\": %s}", ctx->attempt,
 					   undo_error ? "true" : "false"));
 	cat_commit();

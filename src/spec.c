@@ -6,7 +6,9 @@
  *
  * Options: version (engine's supported versions), memory (a size with a
  * unit: kB, MB, GB, TB), environment (development, staging, production),
- * ttl (a positive interval).  Anything else is refused.
+ * ttl (a positive interval), max_connections, replicas, synchronous,
+ * backup_compression (pgBackRest's compress-type and level, "lz4:1").
+ * Anything else is refused.
  */
 #include "postgres.h"
 
@@ -28,7 +30,7 @@
 
 #define DEFAULT_MEMORY		(INT64CONST(128) * 1024 * 1024)
 #define MAX_MEMORY			(INT64CONST(1024) * 1024 * 1024 * 1024)
-#define VALID_OPTIONS		"environment, max_connections, memory, replicas, synchronous, ttl, version"
+#define VALID_OPTIONS		"backup_compression, environment, max_connections, memory, replicas, synchronous, ttl, version"
 #define MIN_CONNECTIONS		10
 #define MAX_CONNECTIONS		10000
 
@@ -235,6 +237,57 @@ append_member(StringInfo buf, const char *key, const char *value)
 	escape_json(buf, value);
 }
 
+/*
+ * backup_compression: "type" or "type:level", normalized to "type:level"
+ * ("none" alone).  PostgreSQL takes pgBackRest's types and level ranges;
+ * a Redis snapshot is always zstd, so Redis takes zst with a level.
+ */
+static const char *
+parse_backup_compression(const EngineOps *engine, const char *text)
+{
+	static const struct
+	{
+		const char *type;
+		int			min_level;
+		int			max_level;
+		int			default_level;
+	}			types[] = {
+		{"lz4", 1, 12, 1}, {"zst", 1, 19, 3}, {"gz", 0, 9, 6}, {"bz2", 1, 9, 9}, {"none", 0, 0, 0},
+	};
+	const char *colon = strchr(text, ':');
+	char	   *type = colon ? pnstrdup(text, colon - text) : pstrdup(text);
+	bool		postgres = strcmp(engine->name, "postgres") == 0;
+
+	for (int i = 0; i < lengthof(types); i++)
+	{
+		long		level = types[i].default_level;
+		char	   *end;
+
+		if (strcmp(type, types[i].type) != 0)
+			continue;
+		if (!postgres && strcmp(type, "zst") != 0)
+			break;
+		if (colon != NULL)
+		{
+			errno = 0;
+			level = strtol(colon + 1, &end, 10);
+			if (types[i].max_level == 0 || colon[1] == '\0' || *end != '\0' || errno != 0 ||
+				level < types[i].min_level || level > types[i].max_level)
+				option_error("backup_compression", quote_literal_cstr(text),
+							 types[i].max_level == 0 ? "\"none\" has no level." :
+							 psprintf("The level of %s is a whole number from %d to %d.",
+									  type, types[i].min_level, types[i].max_level), NULL);
+		}
+		if (types[i].max_level == 0)
+			return "none";
+		return psprintf("%s:%ld", type, level);
+	}
+	option_error("backup_compression", quote_literal_cstr(text), NULL,
+				 postgres ? "Use lz4, zst, gz, bz2 or none, with a level after a colon if you like: \"zst:6\"."
+				 : "A Redis snapshot is compressed with zstd: use zst, with a level after a colon if you like: \"zst:6\".");
+	return NULL;				/* not reached */
+}
+
 void
 spec_parse(const EngineOps *engine, Jsonb *options, DeploySpec *spec)
 {
@@ -248,6 +301,7 @@ spec_parse(const EngineOps *engine, Jsonb *options, DeploySpec *spec)
 	spec->max_connections = 0;
 	spec->replicas = 0;
 	spec->synchronous = false;
+	spec->backup_compression = NULL;
 
 	if (options != NULL)
 	{
@@ -310,6 +364,8 @@ spec_parse(const EngineOps *engine, Jsonb *options, DeploySpec *spec)
 					option_error(key, "true", "Redis replication is asynchronous.", NULL);
 				spec->synchronous = v.val.boolean;
 			}
+			else if (strcmp(key, "backup_compression") == 0)
+				spec->backup_compression = parse_backup_compression(engine, option_text(key, &v, false));
 			else
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -332,6 +388,8 @@ spec_parse(const EngineOps *engine, Jsonb *options, DeploySpec *spec)
 		appendStringInfo(&buf, ", \"replicas\": %d", spec->replicas);
 	if (spec->synchronous)
 		appendStringInfoString(&buf, ", \"synchronous\": true");
+	if (spec->backup_compression)
+		append_member(&buf, "backup_compression", spec->backup_compression);
 	appendStringInfoChar(&buf, '}');
 
 	/* the text jsonb itself prints, so specs compare as strings */

@@ -19,6 +19,7 @@ typedef struct DeploySpec
 	int			max_connections;	/* 0: the engine's default (100, Redis 10000) */
 	int			replicas;		/* made by a scale job once the deployment is ready */
 	bool		synchronous;	/* PostgreSQL: a commit waits for one replica */
+	const char *backup_compression; /* "type:level" or "none"; NULL: dborch's default */
 	char	   *json;			/* the whole spec, canonical jsonb text */
 } DeploySpec;
 

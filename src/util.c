@@ -338,6 +338,13 @@ dborch_clip(const char *text, int max_bytes)
 	return pnstrdup(text, pg_mbcliplen(text, strlen(text), max_bytes));
 }
 
+/* "1 replica", "2 replicas": a count with the word it counts. */
+char *
+dborch_count(int64 n, const char *one, const char *many)
+{
+	return psprintf(INT64_FORMAT " %s", n, n == 1 ? one : many);
+}
+
 /* Milliseconds on a monotonic clock. */
 int64
 dborch_now_ms(void)

@@ -13,7 +13,7 @@
 SET client_min_messages = warning;
 \ir helpers.psql
 
-SELECT plan(81);
+SELECT plan(83);
 
 SELECT id AS dep_id FROM dborch.deploy('tap_bk_sched', 'postgres', '{"memory": "32MB"}') \gset
 SELECT id AS rdep_id FROM dborch.deploy('tap_bk_sched_r', 'redis', '{"memory": "16MB"}') \gset
@@ -27,6 +27,23 @@ SELECT :'test_dir' || '/managed/backups/tap_bk_sched-' || :dep_id AS bk_dir,
 ------------------------------------------------------------------------------
 SELECT pg_temp.tap_error_full($$SELECT dborch.schedule_backups('tap_bk_sched', 'not a schedule')$$) AS err \gset
 SELECT matches(:'err'::text, '^22023: invalid schedule', 'a schedule that is not a cron expression is refused (22023)');
+-- five fields that pg_cron refuses: dborch's 22023, and no internal statement as context
+CREATE FUNCTION pg_temp.tap_error_context(q text) RETURNS text LANGUAGE plpgsql AS $f$
+DECLARE
+	st text;
+	msg text;
+	ctx text;
+BEGIN
+	EXECUTE q;
+	RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN
+	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, ctx = PG_EXCEPTION_CONTEXT;
+	RETURN st || ': ' || msg || ' | ' || ctx;
+END
+$f$;
+SELECT pg_temp.tap_error_context($$SELECT dborch.schedule_backups('tap_bk_sched', '61 * * * *')$$) AS err \gset
+SELECT matches(:'err'::text, '^22023: invalid schedule "61 \* \* \* \*" \| ', 'five fields pg_cron refuses (minute 61) are refused (22023)');
+SELECT unalike(:'err'::text, '%backup_schedules%', 'its context shows no statement of dborch''s');
 -- (rolled back, so that the other assertions hold if it is accepted)
 BEGIN;
 SELECT pg_temp.tap_error_full($$SELECT dborch.schedule_backups('tap_bk_sched', '*/30 * * * * *')$$) AS err \gset

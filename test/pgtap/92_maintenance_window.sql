@@ -18,7 +18,7 @@
 SET client_min_messages = warning;
 \ir helpers.psql
 
-SELECT plan(51);
+SELECT plan(53);
 
 ------------------------------------------------------------------------------
 -- a PostgreSQL deployment with one replica, and rows
@@ -28,6 +28,9 @@ SELECT is((SELECT status FROM dborch.wait('tap_mw_pg', '90s')), 'ready', 'the de
 SELECT 1 FROM dborch.scale('tap_mw_pg', replicas => 1) \g /dev/null
 SELECT id AS scale_job FROM dborch.jobs WHERE deployment_id = :dep_id AND kind = 'scale' ORDER BY id DESC LIMIT 1 \gset
 SELECT is(pg_temp.tap_job_end(:scale_job, '120s'), 'succeeded', 'it has one replica');
+SELECT is((SELECT string_agg(kind || ': ' || message, '; ' ORDER BY id) FROM dborch.events
+            WHERE job_id = :scale_job AND kind IN ('scale_requested', 'scaled')),
+          'scale_requested: 1 replica requested; scaled: 1 replica', 'its events count one replica, in the singular');
 SELECT id AS p_id, port AS p_port FROM dborch.instances WHERE deployment_id = :dep_id AND role = 'primary' AND status <> 'destroyed' \gset
 SELECT id AS r_id, port AS r_port FROM dborch.instances WHERE deployment_id = :dep_id AND role = 'replica' AND status <> 'destroyed' \gset
 SELECT value AS pw FROM dborch.secrets WHERE deployment_id = :dep_id AND name = 'password' \gset
@@ -52,8 +55,8 @@ SELECT s AS win_start_utc,
        (s AT TIME ZONE 'UTC') AS win_start,
        to_char(s, 'dy:HH24:MI') || '-' || to_char(s + interval '1 hour', 'dy:HH24:MI') AS win
   FROM (SELECT date_trunc('minute', (clock_timestamp() AT TIME ZONE 'UTC') + interval '25 seconds') + interval '1 minute' AS s) x \gset
-SELECT is((SELECT maintenance_window FROM dborch.set_maintenance_window('tap_mw_pg', :'win')), :'win',
-          'set_maintenance_window() records the window ' || :'win');
+SELECT is((SELECT maintenance_window FROM dborch.set_maintenance_window('tap_mw_pg', upper(:'win'))), :'win',
+          'set_maintenance_window(' || upper(:'win') || ') records the window as ' || :'win');
 SELECT is((SELECT message FROM dborch.events WHERE deployment_id = :dep_id AND kind = 'maintenance_window' ORDER BY id DESC LIMIT 1),
           'maintenance window ' || :'win' || ' (UTC)', 'an event records the window');
 
@@ -74,9 +77,8 @@ SELECT is((SELECT count(*) FROM dborch.pending_changes WHERE deployment = 'tap_m
 SELECT is((SELECT job_id || ' ' || kind || ' ' || (change ->> 'memory') || ' ' || maintenance_window
              FROM dborch.pending_changes WHERE deployment = 'tap_mw_pg'),
           :mem_job || ' scale 48MB ' || :'win', 'the pending change: its job, kind, memory and window');
-SELECT ok((SELECT abs(extract(epoch FROM applies_at - :'win_start'::timestamptz)) < 1
-             FROM dborch.pending_changes WHERE deployment = 'tap_mw_pg'),
-          'applies_at is the window''s start, ' || :'win_start');
+SELECT is((SELECT applies_at FROM dborch.pending_changes WHERE deployment = 'tap_mw_pg'), :'win_start'::timestamptz,
+          'applies_at is the window''s start, ' || :'win_start' || ', to the microsecond');
 SELECT is((SELECT message FROM dborch.events WHERE job_id = :mem_job AND kind = 'scale_requested'),
           'memory 48MB requested, applied in the maintenance window ' || :'win', 'the request''s event says it waits for the window');
 SELECT is((SELECT state FROM dborch.jobs WHERE id = :mem_job), 'queued', 'its job is queued');
@@ -103,6 +105,8 @@ SELECT is((SELECT status FROM dborch.deployments WHERE id = :dep_id), 'ready', '
 SELECT is((SELECT string_agg(role || '/' || status, ',' ORDER BY id) FROM dborch.instances WHERE deployment_id = :dep_id AND status <> 'destroyed'),
           'replica/running,primary/running', 'switchover: the former replica is the primary, the former primary a running replica');
 SELECT is((SELECT count(*) FROM dborch.events WHERE job_id = :mem_job AND kind = 'switchover'), 1::bigint, 'one switchover event');
+SELECT is((SELECT message FROM dborch.events WHERE job_id = :mem_job AND kind = 'scaled'), 'memory 48MB, 1 replica',
+          'the scaled event names the memory change');
 SELECT dborch.connection_string('tap_mw_pg') AS w_uri \gset
 SELECT is((regexp_match(:'w_uri', ':([0-9]+)/'))[1]::int, :r_port, 'the write connection string names the new primary');
 \set out `PGCONNECT_TIMEOUT=5 psql :'w_uri' -XAtq -c 'INSERT INTO tap_mw SELECT generate_series(51, 60)' -c "SELECT count(*) || ' ' || pg_size_bytes(current_setting('shared_buffers')) || ' ' || pg_is_in_recovery()::text FROM tap_mw" 2>&1`
