@@ -3,7 +3,9 @@ EXTENSION = dborch
 EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).control)
 
 MODULE_big = dborch
-OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+# src/<concern>/ (src/README.md maps them); src/guard is a library of its own.
+SRC_DIRS = $(filter-out src/guard,$(patsubst %/,%,$(sort $(dir $(wildcard src/*/*.c)))))
+OBJS = $(patsubst %.c,%.o,$(sort $(wildcard $(addsuffix /*.c,$(SRC_DIRS)))))
 
 # Preloaded by every managed PostgreSQL instance (see src/guard/dborch_guard.c).
 MODULES = src/guard/dborch_guard
@@ -17,7 +19,7 @@ REGRESS_OPTS = --temp-instance=$(CURDIR)/tmp_check_regress \
 	--temp-config=$(CURDIR)/test/regress.conf --load-extension=pg_cron
 
 PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
-PG_CPPFLAGS = -I$(shell $(PG_CONFIG) --includedir) -DDBORCH_VERSION=\"$(EXTVERSION)\"
+PG_CPPFLAGS = -I$(shell $(PG_CONFIG) --includedir) $(addprefix -I,$(SRC_DIRS)) -DDBORCH_VERSION=\"$(EXTVERSION)\"
 PG_CFLAGS = -Wall -Werror
 SHLIB_LINK = -L$(shell $(PG_CONFIG) --libdir) -lpq -lhiredis -lcurl -lzstd -lcrypto
 
@@ -31,4 +33,4 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # DBORCH_VERSION comes from the control file: a new version rebuilds everything.
-$(OBJS): $(wildcard src/*.h) $(EXTENSION).control
+$(OBJS): $(wildcard src/*/*.h) $(EXTENSION).control

@@ -3,7 +3,7 @@
 \echo Use "ALTER EXTENSION dborch UPDATE TO '0.2'" to load this file. \quit
 
 -- A job kind that brings a deployment made by an earlier version to what
--- this one makes, on its running instances (src/job_upgrade.c).
+-- this one makes, on its running instances (src/jobs/job_upgrade.c).
 ALTER TABLE dborch.jobs DROP CONSTRAINT jobs_kind_check;
 ALTER TABLE dborch.jobs ADD CONSTRAINT jobs_kind_check
 	CHECK (kind IN ('deploy', 'destroy', 'warm_pool', 'recover', 'stop', 'start', 'deliver_alerts',
