@@ -95,6 +95,18 @@ BEGIN
 END
 $$;
 
+-- The control plane's certificate authority, for clients that verify a
+-- deployment's server certificate (sslmode=verify-full).
+CREATE FUNCTION dborch.ca_certificate()
+RETURNS text
+LANGUAGE C STABLE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'dborch_ca_certificate';
+COMMENT ON FUNCTION dborch.ca_certificate() IS
+	'the PEM certificate of the authority that signs every instance''s server certificate';
+REVOKE ALL ON FUNCTION dborch.ca_certificate() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION dborch.ca_certificate() TO dborch_user, dborch_admin;
+
 -- Every deployment in service moves to the new logins, without a restart:
 -- its owner logs in as "owner" (no superuser rights) with the same password.
 INSERT INTO dborch.jobs (kind, deployment_id, owner, max_attempts)

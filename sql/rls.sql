@@ -118,7 +118,7 @@ SELECT name, owner, status FROM dborch.deployments ORDER BY name COLLATE "C";
 SELECT count(*) AS alice_rows FROM dborch.deployments WHERE name LIKE 'alice%';
 SELECT count(*) AS alice_jobs FROM dborch.jobs WHERE id = :alice_job;
 SELECT value FROM dborch.secrets;
-SELECT dborch.connection_string('bob_db');
+SELECT regexp_replace(dborch.connection_string('bob_db'), 'sslrootcert=.*$', 'sslrootcert=<CA file>') AS connection_string;
 
 -- bob cannot act on alice's deployment or jobs (42501) ...
 SELECT dborch_test.expect_error($$SELECT dborch.destroy('alice_db')$$);
@@ -169,8 +169,8 @@ SELECT * FROM dborch_test.visible();
 SELECT name, owner, status FROM dborch.deployments ORDER BY name COLLATE "C";
 SELECT d.name, s.name AS secret, s.value
 FROM dborch.secrets s JOIN dborch.deployments d ON d.id = s.deployment_id ORDER BY d.name COLLATE "C";
-SELECT dborch.connection_string('alice_db');
-SELECT dborch.connection_string('alice_db', NULL, 'read');
+SELECT regexp_replace(dborch.connection_string('alice_db'), 'sslrootcert=.*$', 'sslrootcert=<CA file>') AS connection_string;
+SELECT regexp_replace(dborch.connection_string('alice_db', NULL, 'read'), 'sslrootcert=.*$', 'sslrootcert=<CA file>') AS connection_string;
 SELECT dborch_test.expect_error($$SELECT dborch.connection_string('alice_cache')$$);
 SELECT dborch.deployment('alice_db') -> 'endpoints' AS endpoints;
 SELECT dborch_test.expect_error($$SELECT dborch.destroy('bob_db')$$);
@@ -182,7 +182,7 @@ SELECT dborch_test.expect_error(format('SELECT dborch.cancel_job(%s)', :bob_job)
 SET ROLE regress_dborch_admin;
 SELECT * FROM dborch_test.visible();
 SELECT name, owner, status FROM dborch.deployments ORDER BY name COLLATE "C";
-SELECT dborch.connection_string('bob_db');
+SELECT regexp_replace(dborch.connection_string('bob_db'), 'sslrootcert=.*$', 'sslrootcert=<CA file>') AS connection_string;
 SELECT dborch.deployment('alice_db') ->> 'owner' AS owner;
 -- the same name and spec from an admin is the owner's deployment, not a new one
 SELECT name, owner, status FROM dborch.deploy('alice_cache', 'redis', '{"memory": "64MB"}');

@@ -391,9 +391,10 @@ UPDATE dborch.tenants SET status = 'active' WHERE deployment LIKE 'tn\_%';
 SET ROLE regress_dborch_erin;
 
 -- The tenant's own URI: its name and password, the deployment's host and port.
-SELECT regexp_replace(dborch.connection_string('tn_pg', 'acme'), ':[A-Za-z0-9]{32}@', ':<password>@') AS uri;
+SELECT regexp_replace(regexp_replace(dborch.connection_string('tn_pg', 'acme'), ':[A-Za-z0-9]{32}@', ':<password>@'),
+                      'sslrootcert=.*$', 'sslrootcert=<CA file>') AS uri;
 SELECT regexp_replace(dborch.connection_string('tn_redis', 'acme'), ':[A-Za-z0-9]{32}@', ':<password>@') AS uri;
-SELECT dborch.connection_string('tn_pg', 'acme') =
+SELECT regexp_replace(dborch.connection_string('tn_pg', 'acme'), '\?.*$', '') =
 	   format('postgresql://acme:%s@127.0.0.1:32011/postgres',
 			  (SELECT value FROM dborch.secrets s JOIN dborch.deployments d ON d.id = s.deployment_id
 				WHERE d.name = 'tn_pg' AND s.name = 'tenant:acme')) AS uri_has_the_tenant_password;

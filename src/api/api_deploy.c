@@ -20,6 +20,7 @@
 #include "engine.h"
 #include "routing.h"
 #include "spec.h"
+#include "tls.h"
 
 PG_FUNCTION_INFO_V1(dborch_deploy);
 PG_FUNCTION_INFO_V1(dborch_wait);
@@ -261,7 +262,7 @@ multi_host_uri(Routes *routes, RouteInstance *primary, const char *attrs)
 		if (&routes->instances[i] != primary)
 			appendStringInfo(&buf, ",%s:%d", engine_uri_host(routes->instances[i].host),
 							 routes->instances[i].port);
-	appendStringInfo(&buf, "/postgres?target_session_attrs=%s", attrs);
+	appendStringInfo(&buf, "/postgres?target_session_attrs=%s&%s", attrs, tls_postgres_uri_params());
 	return buf.data;
 }
 

@@ -182,7 +182,7 @@ dborch_scale(PG_FUNCTION_ARGS)
 		}
 		args = psprintf("{\"memory_bytes\": " INT64_FORMAT ", \"memory\": \"%s\", \"deferred\": %s}",
 						memory, spec_format_size(memory), deferred ? "true" : "false");
-		job = cat_queue_job_after("scale", d->id, d->owner, args, (int) (wait * 1000));
+		job = cat_queue_job_after("scale", d->id, d->owner, args, (int) (wait * 1000), true);
 		cat_event(caller.name, d->id, job, "scale_requested",
 				  deferred ? psprintf("memory %s requested, applied in the maintenance window %s",
 									  spec_format_size(memory), d->maintenance_window)

@@ -21,6 +21,7 @@
 #include "engine.h"
 #include "spec.h"
 #include "tenant.h"
+#include "tls.h"
 
 PG_FUNCTION_INFO_V1(dborch_create_tenant);
 PG_FUNCTION_INFO_V1(dborch_drop_tenant);
@@ -309,7 +310,7 @@ api_tenant_connection_string(Deployment *d, Instance *inst, const char *name)
 				 errhint("Wait for its job: SELECT * FROM dborch.jobs WHERE deployment_id = " INT64_FORMAT ".",
 						 d->id)));
 	if (strcmp(d->engine, "postgres") == 0)
-		return psprintf("postgresql://%s:%s@%s:%d/postgres", name, t->password,
-						engine_uri_host(inst->host), inst->port);
+		return psprintf("postgresql://%s:%s@%s:%d/postgres?%s", name, t->password,
+						engine_uri_host(inst->host), inst->port, tls_postgres_uri_params());
 	return psprintf("redis://%s:%s@%s:%d/0", name, t->password, engine_uri_host(inst->host), inst->port);
 }

@@ -175,7 +175,7 @@ extern Instance *cat_create_instance(int64 deployment_id, const char *role, cons
 extern void cat_set_instance_role(int64 id, const char *role);
 extern void cat_refresh_deployment_status(int64 deployment_id);
 extern int64 cat_queue_job_after(const char *kind, int64 deployment_id, const char *owner,
-								 const char *args, int delay_ms);
+								 const char *args, int delay_ms, bool whole_second);
 extern void cat_set_deployment_memory(int64 id, int64 memory_bytes);
 extern Instance *cat_move_instance_port(Instance *inst, int low_port, int high_port);
 extern void cat_set_instance_status(int64 id, const char *status, int pid);

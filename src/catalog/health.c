@@ -169,23 +169,6 @@ cat_set_instance_role(int64 id, const char *role)
 }
 
 /*
- * A job due after delay_ms, at the nearest whole second (a change deferred
- * to a maintenance window is due at the window's start, not a few
- * microseconds off it).
- */
-int64
-cat_queue_job_after(const char *kind, int64 deployment_id, const char *owner, const char *args,
-					int delay_ms)
-{
-	int64		id = cat_queue_job(kind, deployment_id, owner, args);
-
-	cat_query("UPDATE dborch.jobs SET not_before = pg_catalog.date_trunc('second', pg_catalog.clock_timestamp()"
-			  " + pg_catalog.make_interval(secs => $2::float8 / 1000 + 0.5)) WHERE id = $1::bigint",
-			  2, cat_i64(id), psprintf("%d", delay_ms));
-	return id;
-}
-
-/*
  * The memory a deployment runs with after a scale.  Its spec stays what
  * deploy() was asked, so that deploy() with the same options stays a no-op.
  */
@@ -260,7 +243,7 @@ cat_instance_health_changed(int64 instance_id, bool down, int failures, const ch
 
 		if (strcmp(cat_value(o, 0, "role"), "primary") == 0 && cat_int64(o, 0, "replicas") > 0)
 			cat_queue_job_after("failover", strtoi64(dep, NULL, 10), cat_value(o, 0, "owner"), args,
-								dborch_failover_timeout_ms);
+								dborch_failover_timeout_ms, false);
 		else
 			cat_queue_job("recover", strtoi64(dep, NULL, 10), cat_value(o, 0, "owner"), args);
 	}

@@ -47,6 +47,31 @@ cat_queue_job(const char *kind, int64 deployment_id, const char *owner, const ch
 	return cat_int64(r, 0, "id");
 }
 
+/*
+ * A job due after delay_ms (a failover waits for dborch.failover_timeout).
+ * With whole_second, at the nearest whole second: a change deferred to a
+ * maintenance window is due at the window's start, not a few microseconds
+ * off it.
+ */
+int64
+cat_queue_job_after(const char *kind, int64 deployment_id, const char *owner, const char *args,
+					int delay_ms, bool whole_second)
+{
+	int64		id = cat_queue_job(kind, deployment_id, owner, args);
+
+	if (delay_ms <= 0)
+		return id;
+	if (whole_second)
+		cat_query("UPDATE dborch.jobs SET not_before = pg_catalog.date_trunc('second', pg_catalog.clock_timestamp()"
+				  " + pg_catalog.make_interval(secs => $2::float8 / 1000 + 0.5)) WHERE id = $1::bigint",
+				  2, cat_i64(id), psprintf("%d", delay_ms));
+	else
+		cat_query("UPDATE dborch.jobs SET not_before = pg_catalog.clock_timestamp()"
+				  " + pg_catalog.make_interval(secs => $2::float8 / 1000) WHERE id = $1::bigint",
+				  2, cat_i64(id), psprintf("%d", delay_ms));
+	return id;
+}
+
 Job *
 cat_job(int64 id)
 {

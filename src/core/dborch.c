@@ -39,6 +39,7 @@ int			dborch_alert_timeout_ms = 5000;
 char	   *dborch_alert_webhook_url = NULL;
 int			dborch_archive_timeout_s = 60;
 char	   *dborch_backup_directory = NULL;
+int			dborch_certificate_lifetime_s = 90 * 86400;
 char	   *dborch_data_directory = NULL;
 char	   *dborch_database = NULL;
 int			dborch_default_max_deployments = 20;
@@ -135,6 +136,12 @@ define_gucs(void)
 							   &dborch_backup_directory, "",
 							   PGC_POSTMASTER, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
+	DefineCustomIntVariable("dborch.certificate_lifetime",
+							"How long the server certificate dborch issues an instance is valid.",
+							"Signed by the control plane's certificate authority when the instance is made.",
+							&dborch_certificate_lifetime_s, 90 * 86400, 60, 825 * 86400,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
 	DefineCustomStringVariable("dborch.data_directory",
 							   "Directory under which managed instances live.",
 							   "Empty means the control cluster's data directory with the suffix _dborch.",

@@ -34,6 +34,7 @@
 extern char *dborch_alert_webhook_url;
 extern int	dborch_alert_timeout_ms;
 extern int	dborch_archive_timeout_s;
+extern int	dborch_certificate_lifetime_s;
 extern char *dborch_backup_directory;
 extern char *dborch_data_directory;
 extern char *dborch_database;

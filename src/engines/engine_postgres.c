@@ -26,6 +26,7 @@
 #include "dborch.h"
 #include "engine.h"
 #include "spawn.h"
+#include "tls.h"
 
 /* Marker written once initdb succeeded: PG_VERSION appears long before that. */
 #define INITDB_DONE_MARKER "dborch_initdb_done"
@@ -149,11 +150,17 @@ postgres_configure_network(Instance *inst)
 					/* after a crash, one syncfs() instead of an fsync per file */
 					"recovery_init_sync_method = syncfs\n"
 					/* the owner's CREATEROLE stops short of the OS (src/guard/dborch_guard.c) */
-					"shared_preload_libraries = 'dborch_guard'\n",
+					"shared_preload_libraries = 'dborch_guard'\n"
+					/* TCP clients only over TLS (pg_hba.conf), with the certificate dborch issued */
+					"ssl = on\n"
+					"ssl_cert_file = %s\n"
+					"ssl_key_file = %s\n"
+					"ssl_min_protocol_version = 'TLSv1.2'\n",
 					inst->deployment_name, inst->host, inst->port, inst->directory,
 					shared_buffers_kb, inst->deployment_name,
 					conf_literal(pgbr_archive_command(inst->deployment_name, inst->deployment_id)),
-					dborch_archive_timeout_s);
+					dborch_archive_timeout_s,
+					conf_literal(tls_server_cert_file(inst)), conf_literal(tls_server_key_file(inst)));
 
 	/*
 	 * A replica streams from the current primary over its socket (the
@@ -187,7 +194,10 @@ postgres_configure_network(Instance *inst)
 /*
  * pg_hba.conf: the superuser over the private socket by peer authentication
  * (the control plane's own tools: pgBackRest, pg_basebackup), everyone else
- * with SCRAM on the listen address only.
+ * over TLS with SCRAM from the listen address only; a connection without
+ * TLS is rejected.  The instance's certificate is issued here when it has
+ * none (a new instance, or one made by dborch 0.1) or has less than a third
+ * of its lifetime left (a start, a recovery, a scale renews it).
  */
 static void
 postgres_configure_security(Instance *inst)
@@ -195,11 +205,14 @@ postgres_configure_security(Instance *inst)
 	const char *mask = strchr(inst->host, ':') ? "128" : "32";
 	char	   *hba;
 
+	if (tls_server_certificate_due(inst))
+		tls_issue_server_certificate(inst);
 	hba = psprintf("# Written by dborch for deployment %s; dborch overwrites changes here.\n"
-				   "# TYPE  DATABASE  USER      ADDRESS        METHOD\n"
-				   "local   all       postgres                 peer\n"
-				   "local   replication postgres               peer\n"
-				   "host    all       all       %s/%s  scram-sha-256\n",
+				   "# TYPE    DATABASE  USER      ADDRESS        METHOD\n"
+				   "local     all       postgres                 peer\n"
+				   "local     replication postgres               peer\n"
+				   "hostssl   all       all       %s/%s  scram-sha-256\n"
+				   "hostnossl all       all       all            reject\n",
 				   inst->deployment_name, inst->host, mask);
 	dborch_write_file(psprintf("%s/pg_hba.conf", data_dir(inst)), hba, 0600);
 }
@@ -336,10 +349,11 @@ wait_socket(PGconn *conn, int events, int64 deadline)
 static char *
 try_select_one(Instance *inst, const char *password, int64 deadline)
 {
+	/* as a client would: over TLS, verifying the certificate against the CA */
 	const char *keys[] = {"host", "port", "user", "password", "dbname",
-	"application_name", NULL};
+	"application_name", "sslmode", "sslrootcert", NULL};
 	const char *values[] = {inst->host, psprintf("%d", inst->port), "postgres", password,
-	"postgres", "dborch", NULL};
+	"postgres", "dborch", "verify-full", tls_ca_file(), NULL};
 	PostgresPollingStatusType poll = PGRES_POLLING_WRITING;
 	PGconn	   *conn;
 	PGresult   *res;
@@ -442,8 +456,8 @@ engine_postgres_connect(Instance *inst)
 static char *
 postgres_connection_string(Instance *inst, const char *password)
 {
-	return psprintf("postgresql://" OWNER_LOGIN ":%s@%s:%d/postgres",
-					password, engine_uri_host(inst->host), inst->port);
+	return psprintf("postgresql://" OWNER_LOGIN ":%s@%s:%d/postgres?%s",
+					password, engine_uri_host(inst->host), inst->port, tls_postgres_uri_params());
 }
 
 /* Run sql on a connection as dborch; an error names the instance. */

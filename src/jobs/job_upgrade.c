@@ -17,6 +17,8 @@
  *	owner_login		the owner's own login (EngineOps.apply_logins): role or
  *					ACL user "owner" with the password the owner had, Redis'
  *					default user off, and the sessions of the old login ended.
+ *	tls				PostgreSQL: the instance's certificate, ssl = on, TCP
+ *					clients only over TLS; a reload.
  *	finalize		an event.
  */
 #include "postgres.h"
@@ -116,6 +118,39 @@ stage_owner_login(JobContext *ctx)
 	}
 }
 
+/*
+ * PostgreSQL instances made by 0.1 take TCP clients without TLS: each gets
+ * its server certificate, ssl = on and the pg_hba.conf that rejects a
+ * connection without TLS, with a reload (no restart).
+ */
+static void
+stage_tls(JobContext *ctx)
+{
+	ListCell   *lc;
+
+	if (cat_secret(ctx->deployment_id, SECRET_DBORCH) == NULL)
+		return;
+	foreach(lc, running_instances(ctx))
+	{
+		Instance   *inst = lfirst(lc);
+		PGconn	   *conn;
+		PGresult   *res;
+		bool		ok;
+
+		if (strcmp(inst->engine, "postgres") != 0)
+			continue;
+		engine_get(inst->engine)->configure_security(inst);
+		engine_get(inst->engine)->configure_network(inst);
+		conn = engine_postgres_connect(inst);
+		res = PQexec(conn, "SELECT pg_catalog.pg_reload_conf()");
+		ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+		PQclear(res);
+		PQfinish(conn);
+		if (!ok)
+			ereport(ERROR, (errmsg("could not reload %s:%d for TLS", inst->host, inst->port)));
+	}
+}
+
 static void
 stage_finalize(JobContext *ctx)
 {
@@ -152,6 +187,7 @@ undo_upgrade(JobContext *ctx, const char *reason)
 static const JobStage upgrade_stages[] = {
 	{"dborch_login", stage_dborch_login},
 	{"owner_login", stage_owner_login},
+	{"tls", stage_tls},
 	{"finalize", stage_finalize},
 };
 

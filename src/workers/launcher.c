@@ -30,6 +30,7 @@
 #include "dborch.h"
 #include "deployment.h"
 #include "engine.h"
+#include "tls.h"
 
 /* How often to look for jobs orphaned by workers this launcher did not start. */
 #define ORPHAN_CHECK_MS 30000
@@ -568,7 +569,11 @@ launcher_round(bool first_round, int64 *next_orphan_check)
 		*next_orphan_check = foreign_jobs ? dborch_now_ms() + ORPHAN_CHECK_MS : PG_INT64_MAX;
 	}
 	if (first_round)
+	{
 		adopt_instances();
+		/* the certificate authority, made at the first start (src/network/tls.c) */
+		(void) tls_ca_file();
+	}
 	cat_commit();
 
 	/* jobs first: a new worker initializes while the housekeeping runs */

@@ -409,7 +409,7 @@ pg_connect(Target *t)
 	const char *keys[] = {"host", "port", "user", "password", "dbname", "application_name",
 	"sslmode", "gssencmode", "options", NULL};
 	const char *values[] = {t->host, psprintf("%d", t->port), "postgres", t->password,
-	"postgres", "dborch prober", "disable", "disable", DBORCH_PG_SESSION_OPTIONS, NULL};
+	"postgres", "dborch prober", "require", "disable", DBORCH_PG_SESSION_OPTIONS, NULL};
 
 	t->pg = PQconnectStartParams(keys, values, 0);
 	if (t->pg == NULL || PQstatus(t->pg) == CONNECTION_BAD)

@@ -57,8 +57,8 @@ SELECT ok(position(:'pw' IN :'info') = 0, 'deployment() does not show the passwo
 -- connect with the connection string: write and read a row
 ------------------------------------------------------------------------------
 SELECT dborch.connection_string('tap_pg1') AS pg_uri \gset
-SELECT is(:'pg_uri', format('postgresql://owner:%s@127.0.0.1:%s/postgres', :'pw', :pg_port),
-          'connection_string() is a postgresql:// URI with the password, host and port');
+SELECT is(:'pg_uri', format('postgresql://owner:%s@127.0.0.1:%s/postgres', :'pw', :pg_port) || '?sslmode=verify-full&sslrootcert=' || :'test_dir' || '/managed/tls/ca/ca.crt',
+          'connection_string() is a postgresql:// URI with the password, host and port, verifying TLS');
 
 \set out `PGCONNECT_TIMEOUT=5 psql :'pg_uri' -XAtq -c 'CREATE TABLE tap_t (id int PRIMARY KEY, v text)' -c "INSERT INTO tap_t VALUES (1, 'written by pgtap')" -c 'SELECT v FROM tap_t WHERE id = 1' 2>&1`
 SELECT is(:'out'::text, 'written by pgtap', 'a client with the connection string creates a table, writes a row and reads it');
@@ -82,8 +82,8 @@ SELECT is(:'out'::text, '127.0.0.1', 'listen_addresses is 127.0.0.1');
 SELECT is(:'out'::text, '127.0.0.1:' || :pg_port || ' ', 'the only socket listening on its port is 127.0.0.1');
 SELECT pg_temp.tap_dborch_uri(:'pg_uri', 'tap_pg1') AS pg_admin \gset
 \set out `PGCONNECT_TIMEOUT=5 psql :'pg_admin' -XAtqc "SELECT string_agg(type || ' ' || array_to_string(database, ',') || ' ' || array_to_string(user_name, ',') || ' ' || coalesce(address || '/' || netmask, '-') || ' ' || auth_method, '; ' ORDER BY line_number) FROM pg_hba_file_rules" 2>&1`
-SELECT is(:'out'::text, 'local all postgres - peer; local replication postgres - peer; host all all 127.0.0.1/255.255.255.255 scram-sha-256',
-          'pg_hba.conf: peer for postgres on the socket, scram-sha-256 from 127.0.0.1 only');
+SELECT is(:'out'::text, 'local all postgres - peer; local replication postgres - peer; hostssl all all 127.0.0.1/255.255.255.255 scram-sha-256; hostnossl all all - reject',
+          'pg_hba.conf: peer for postgres on the socket, scram-sha-256 over TLS from 127.0.0.1 only, no TCP without TLS');
 \set out `PGCONNECT_TIMEOUT=5 psql :'pg_admin' -XAtqc 'SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL' 2>&1`
 SELECT is(:'out'::text, '0', 'pg_hba.conf has no invalid line');
 \set out `PGCONNECT_TIMEOUT=5 psql :'pg_uri' -XAtqc 'SHOW password_encryption' 2>&1`

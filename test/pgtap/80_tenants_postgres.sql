@@ -66,7 +66,7 @@ INSERT INTO passwords SELECT value FROM dborch.secrets WHERE deployment_id = :de
 SELECT value AS acme_pw FROM dborch.secrets WHERE deployment_id = :dep_id AND name = 'tenant:acme' \gset
 SELECT dborch.connection_string('tn_pg', 'acme') AS a_uri \gset
 SELECT dborch.connection_string('tn_pg', 'bolt') AS b_uri \gset
-SELECT is(:'a_uri'::text, format('postgresql://acme:%s@127.0.0.1:%s/postgres', :'acme_pw', :pg_port),
+SELECT is(:'a_uri'::text, format('postgresql://acme:%s@127.0.0.1:%s/postgres', :'acme_pw', :pg_port) || '?sslmode=verify-full&sslrootcert=' || :'test_dir' || '/managed/tls/ca/ca.crt',
           'the tenant''s connection string has its own user and password, the deployment''s host and port');
 
 \set out `PGCONNECT_TIMEOUT=5 psql :'a_uri' -XAtq -c 'SELECT session_user, current_user, current_schemas(false)' 2>&1`

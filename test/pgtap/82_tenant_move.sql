@@ -186,7 +186,7 @@ SELECT is((SELECT string_agg(kind || '@' || deployment, ',' ORDER BY id) FROM db
 -- (an unusable default if the move failed: the tests below then fail, not vanish)
 \set shop_new 'postgresql://shop@127.0.0.1:1/none'
 SELECT dborch.connection_string('mv_pg2', 'shop') AS shop_new \gset
-SELECT is(regexp_replace(:'shop_new', ':[^:@/]+@', ':<password>@'), 'postgresql://shop:<password>@127.0.0.1:' || :pg2_port || '/postgres',
+SELECT is(regexp_replace(:'shop_new', ':[^:@/]+@', ':<password>@'), 'postgresql://shop:<password>@127.0.0.1:' || :pg2_port || '/postgres' || '?sslmode=verify-full&sslrootcert=' || :'test_dir' || '/managed/tls/ca/ca.crt',
           'the new connection string points at the target''s port');
 SELECT ok(:'shop_new' = regexp_replace(:'shop_old', ':' || :pg1_port || '/', ':' || :pg2_port || '/'),
           'with the same password (it moved along)');

@@ -74,7 +74,7 @@ SELECT is(pg_temp.tap_read_ports('tap_scale_pg', s, 4), :p_port || 'x4',
           'without replicas, intent read with ' || s || ' gives the primary')
   FROM unnest(ARRAY['round_robin', 'least_connections', 'response_time']) s;
 SELECT is(dborch.connection_string('tap_scale_pg', multi_host => true),
-          format('postgresql://owner:%s@127.0.0.1:%s/postgres?target_session_attrs=read-write', :'pw', :p_port),
+          format('postgresql://owner:%s@127.0.0.1:%s/postgres?target_session_attrs=read-write&sslmode=verify-full&sslrootcert=%s', :'pw', :p_port, :'test_dir' || '/managed/tls/ca/ca.crt'),
           'without replicas, the multi-host write URI names the primary only');
 
 ------------------------------------------------------------------------------
@@ -184,12 +184,12 @@ SELECT is(:'out'::text, '4', 'the held sessions are ended');
 
 -- multi-host URIs: every instance, the primary first
 SELECT is(dborch.connection_string('tap_scale_pg', multi_host => true),
-          format('postgresql://owner:%s@127.0.0.1:%s,127.0.0.1:%s,127.0.0.1:%s/postgres?target_session_attrs=read-write',
-                 :'pw', :p_port, :r1_port, :r2_port),
+          format('postgresql://owner:%s@127.0.0.1:%s,127.0.0.1:%s,127.0.0.1:%s/postgres?target_session_attrs=read-write&sslmode=verify-full&sslrootcert=%s',
+                 :'pw', :p_port, :r1_port, :r2_port, :'test_dir' || '/managed/tls/ca/ca.crt'),
           'multi_host write: every instance, the primary first, target_session_attrs=read-write');
 SELECT is(dborch.connection_string('tap_scale_pg', intent => 'read', multi_host => true),
-          format('postgresql://owner:%s@127.0.0.1:%s,127.0.0.1:%s,127.0.0.1:%s/postgres?target_session_attrs=prefer-standby',
-                 :'pw', :p_port, :r1_port, :r2_port),
+          format('postgresql://owner:%s@127.0.0.1:%s,127.0.0.1:%s,127.0.0.1:%s/postgres?target_session_attrs=prefer-standby&sslmode=verify-full&sslrootcert=%s',
+                 :'pw', :p_port, :r1_port, :r2_port, :'test_dir' || '/managed/tls/ca/ca.crt'),
           'multi_host read: every instance, target_session_attrs=prefer-standby');
 SELECT dborch.connection_string('tap_scale_pg', multi_host => true) AS mw_uri,
        dborch.connection_string('tap_scale_pg', intent => 'read', multi_host => true) AS mr_uri \gset

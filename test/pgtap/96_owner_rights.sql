@@ -39,7 +39,7 @@ SELECT dborch.connection_string('tap_own_pg') AS pg \gset
 SELECT is((SELECT count(*) FROM dborch.secrets WHERE name = 'dborch'), 0::bigint,
           'the owner reads no secret of dborch''s own login');
 RESET ROLE;
-SELECT ok(:'pg' ~ '^postgresql://owner:[^@]+@127\.0\.0\.1:[0-9]+/postgres$', 'the connection string logs in as "owner"');
+SELECT ok(:'pg' ~ '^postgresql://owner:[^@]+@127\.0\.0\.1:[0-9]+/postgres\?sslmode=verify-full&sslrootcert=[^&]+$', 'the connection string logs in as "owner"');
 SELECT regexp_replace(:'pg', '//owner:', '//postgres:') AS pg_as_postgres \gset
 
 \set out `PGCONNECT_TIMEOUT=5 psql :'pg' -XAtc "SELECT rolsuper, rolreplication, rolbypassrls, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = current_user" 2>&1`

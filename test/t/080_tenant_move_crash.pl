@@ -221,7 +221,7 @@ ok( wait_for(
 		'1', "$label: one tenant_moved event");
 
 	my $new_uri = sql_retry($node, "SELECT dborch.connection_string('mc_pg2', 'acme')");
-	like($new_uri, qr{\@127\.0\.0\.1:$port{mc_pg2}/postgres$}, "$label: the new connection string points at the target");
+	like($new_uri, qr{\@127\.0\.0\.1:$port{mc_pg2}/postgres\?sslmode=verify-full&sslrootcert=[^&]+$}, "$label: the new connection string points at the target");
 	is(psql_uri($new_uri, 'SELECT current_user, inet_server_port()'), "acme\$owner|$port{mc_pg2}",
 		"$label: it works");
 	is(psql_uri($new_uri, $pg_fp), $fp_before, "$label: counts, checksums and sequences are those before the move");

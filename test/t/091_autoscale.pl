@@ -104,7 +104,7 @@ foreach (1 .. $HELD)
 {
 	my ($o, $e) = ('', '');
 	push @held,
-	  IPC::Run::start([ 'psql', '-XAtq', '-d', "$dborch_uri?application_name=tap_hold", '-c', 'SELECT pg_sleep(600)' ],
+	  IPC::Run::start([ 'psql', '-XAtq', '-d', $dborch_uri . ($dborch_uri =~ /\?/ ? '&' : '?') . 'application_name=tap_hold', '-c', 'SELECT pg_sleep(600)' ],
 		'<', \undef, '>', \$o, '2>', \$e);
 }
 ok( until_count(
