@@ -52,6 +52,7 @@ typedef struct Instance
 	bool		synchronous;	/* a primary whose commits wait for a replica: the spec
 								 * asks for it and a replica starts or runs */
 	char	   *backup_compression; /* of the deployment's spec ("lz4:1"); NULL: the default */
+	char	   *allow;			/* the spec's networks, space-separated CIDRs; NULL: none given */
 } Instance;
 
 typedef struct Job

@@ -290,7 +290,8 @@ cat_expired_deployments(void)
 	" coalesce((d.spec->>'synchronous')::bool, false) AND i.role = 'primary' AND EXISTS" \
 	"   (SELECT 1 FROM dborch.instances r WHERE r.deployment_id = i.deployment_id" \
 	"    AND r.role = 'replica' AND r.status IN ('starting', 'running')) AS synchronous," \
-	" d.spec->>'backup_compression' AS backup_compression" \
+	" d.spec->>'backup_compression' AS backup_compression," \
+	" (SELECT pg_catalog.string_agg(a, ' ') FROM pg_catalog.jsonb_array_elements_text(d.spec->'allow') a) AS allow" \
 	" FROM dborch.instances i JOIN dborch.deployments d ON d.id = i.deployment_id"
 
 static Instance *
@@ -313,6 +314,7 @@ instance_from(CatResult *r, int row)
 	i->max_connections = cat_value(r, row, "max_connections") ? atoi(cat_value(r, row, "max_connections")) : 0;
 	i->synchronous = strcmp(cat_value(r, row, "synchronous"), "t") == 0;
 	i->backup_compression = cat_str(r, row, "backup_compression");
+	i->allow = cat_str(r, row, "allow");
 	return i;
 }
 

@@ -7,7 +7,8 @@
  * Options: version (engine's supported versions), memory (a size with a
  * unit: kB, MB, GB, TB), environment (development, staging, production),
  * ttl (a positive interval), max_connections, replicas, synchronous,
- * backup_compression (pgBackRest's compress-type and level, "lz4:1").
+ * backup_compression (pgBackRest's compress-type and level, "lz4:1"), allow
+ * (the networks a PostgreSQL deployment takes clients from).
  * Anything else is refused.
  */
 #include "postgres.h"
@@ -30,7 +31,8 @@
 
 #define DEFAULT_MEMORY		(INT64CONST(128) * 1024 * 1024)
 #define MAX_MEMORY			(INT64CONST(1024) * 1024 * 1024 * 1024)
-#define VALID_OPTIONS		"backup_compression, environment, max_connections, memory, replicas, synchronous, ttl, version"
+#define VALID_OPTIONS		"allow, backup_compression, environment, max_connections, memory, replicas, synchronous, ttl, version"
+#define MAX_ALLOW			32
 #define MIN_CONNECTIONS		10
 #define MAX_CONNECTIONS		10000
 
@@ -288,6 +290,80 @@ parse_backup_compression(const EngineOps *engine, const char *text)
 	return NULL;				/* not reached */
 }
 
+/* One CIDR in its normalized form ("10.0.0.0/8"); 22023 if it is none. */
+static char *
+parse_cidr(const char *text)
+{
+	MemoryContext mcxt = CurrentMemoryContext;
+	char	   *cidr = NULL;
+
+	PG_TRY();
+	{
+		cidr = DatumGetCString(DirectFunctionCall1(cidr_out, DirectFunctionCall1(cidr_in, CStringGetDatum(text))));
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(mcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		option_error("allow", quote_literal_cstr(text),
+					 edata->detail ? psprintf("%s: %s", edata->message, edata->detail) : edata->message,
+					 "Give networks like \"10.0.0.0/8\", \"192.168.1.7/32\" or \"2001:db8::/32\".");
+	}
+	PG_END_TRY();
+	return cidr;
+}
+
+/*
+ * allow: a JSON array of 1 to MAX_ALLOW CIDRs (IPv4 or IPv6), PostgreSQL
+ * only; the normalized array as JSON text.
+ */
+static char *
+parse_allow(const EngineOps *engine, JsonbValue *v)
+{
+	StringInfoData buf;
+	JsonbIterator *it;
+	JsonbValue	elem;
+	JsonbIteratorToken tok;
+	int			n = 0;
+
+	if (strcmp(engine->name, "postgres") != 0)
+		option_error("allow", "(a list)", "Redis has no filter of client addresses.",
+					 "Restrict a Redis deployment with its ACL users and a firewall (README, TLS).");
+	if (v->type != jbvBinary || !JsonContainerIsArray(v->val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("option \"allow\" must be a list of networks"),
+				 errhint("Write it like [\"10.0.0.0/8\", \"::1/128\"].")));
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '[');
+	it = JsonbIteratorInit(v->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &elem, true)) != WJB_DONE)
+	{
+		if (tok != WJB_ELEM)
+			continue;
+		if (elem.type != jbvString)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("option \"allow\" must be a list of networks given as strings")));
+		if (++n > MAX_ALLOW)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("option \"allow\" takes at most %d networks", MAX_ALLOW)));
+		if (n > 1)
+			appendStringInfoString(&buf, ", ");
+		escape_json(&buf, parse_cidr(pnstrdup(elem.val.string.val, elem.val.string.len)));
+	}
+	if (n == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("option \"allow\" must name at least one network")));
+	appendStringInfoChar(&buf, ']');
+	return buf.data;
+}
+
 void
 spec_parse(const EngineOps *engine, Jsonb *options, DeploySpec *spec)
 {
@@ -302,6 +378,7 @@ spec_parse(const EngineOps *engine, Jsonb *options, DeploySpec *spec)
 	spec->replicas = 0;
 	spec->synchronous = false;
 	spec->backup_compression = NULL;
+	spec->allow = NULL;
 
 	if (options != NULL)
 	{
@@ -364,6 +441,8 @@ spec_parse(const EngineOps *engine, Jsonb *options, DeploySpec *spec)
 					option_error(key, "true", "Redis replication is asynchronous.", NULL);
 				spec->synchronous = v.val.boolean;
 			}
+			else if (strcmp(key, "allow") == 0)
+				spec->allow = parse_allow(engine, &v);
 			else if (strcmp(key, "backup_compression") == 0)
 				spec->backup_compression = parse_backup_compression(engine, option_text(key, &v, false));
 			else
@@ -390,6 +469,8 @@ spec_parse(const EngineOps *engine, Jsonb *options, DeploySpec *spec)
 		appendStringInfoString(&buf, ", \"synchronous\": true");
 	if (spec->backup_compression)
 		append_member(&buf, "backup_compression", spec->backup_compression);
+	if (spec->allow)
+		appendStringInfo(&buf, ", \"allow\": %s", spec->allow);
 	appendStringInfoChar(&buf, '}');
 
 	/* the text jsonb itself prints, so specs compare as strings */

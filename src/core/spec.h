@@ -20,6 +20,7 @@ typedef struct DeploySpec
 	int			replicas;		/* made by a scale job once the deployment is ready */
 	bool		synchronous;	/* PostgreSQL: a commit waits for one replica */
 	const char *backup_compression; /* "type:level" or "none"; NULL: dborch's default */
+	char	   *allow;			/* JSON array of CIDRs; NULL: the listen address only */
 	char	   *json;			/* the whole spec, canonical jsonb text */
 } DeploySpec;
 

@@ -193,9 +193,11 @@ postgres_configure_network(Instance *inst)
 
 /*
  * pg_hba.conf: the superuser over the private socket by peer authentication
- * (the control plane's own tools: pgBackRest, pg_basebackup), everyone else
- * over TLS with SCRAM from the listen address only; a connection without
- * TLS is rejected.  The instance's certificate is issued here when it has
+ * (the control plane's own tools: pgBackRest, pg_basebackup); dborch's own
+ * login over TLS from the listen address (the health check, the prober);
+ * everyone else over TLS with SCRAM from the networks of the spec's allow,
+ * or from the listen address when it has none; a connection without TLS is
+ * rejected.  The instance's certificate is issued here when it has
  * none (a new instance, or one made by dborch 0.1) or has less than a third
  * of its lifetime left (a start, a recovery, a scale renews it).
  */
@@ -210,10 +212,21 @@ postgres_configure_security(Instance *inst)
 	hba = psprintf("# Written by dborch for deployment %s; dborch overwrites changes here.\n"
 				   "# TYPE    DATABASE  USER      ADDRESS        METHOD\n"
 				   "local     all       postgres                 peer\n"
-				   "local     replication postgres               peer\n"
-				   "hostssl   all       all       %s/%s  scram-sha-256\n"
-				   "hostnossl all       all       all            reject\n",
-				   inst->deployment_name, inst->host, mask);
+				   "local     replication postgres               peer\n",
+				   inst->deployment_name);
+	if (inst->allow == NULL)
+		hba = psprintf("%shostssl   all       all       %s/%s  scram-sha-256\n", hba, inst->host, mask);
+	else
+	{
+		char	   *cidrs = pstrdup(inst->allow);
+		char	   *save;
+
+		hba = psprintf("%shostssl   all       postgres  %s/%s  scram-sha-256\n", hba, inst->host, mask);
+		/* CIDRs spec.c normalized with cidr_in: no space, quote or newline in them */
+		for (char *cidr = strtok_r(cidrs, " ", &save); cidr != NULL; cidr = strtok_r(NULL, " ", &save))
+			hba = psprintf("%shostssl   all       all       %s  scram-sha-256\n", hba, cidr);
+	}
+	hba = psprintf("%shostnossl all       all       all            reject\n", hba);
 	dborch_write_file(psprintf("%s/pg_hba.conf", data_dir(inst)), hba, 0600);
 }
 

@@ -87,7 +87,14 @@ pause_if_asked(JobContext *ctx, const char *stage, bool after)
 
 	for (;;)
 	{
-		process_reload();
+		/*
+		 * The file itself every second, not only on SIGHUP: a worker forked
+		 * while the postmaster handled the reload that ended the pause
+		 * ignores that SIGHUP until its handler is set, and would wait for
+		 * ever (TAP 011 did, once, beside a CPU hog).
+		 */
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
 		if (dborch_pause_at_stage == NULL || strcmp(dborch_pause_at_stage, want) != 0)
 			break;
 		pgstat_report_activity(STATE_RUNNING, psprintf("paused at %s", want));

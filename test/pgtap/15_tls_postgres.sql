@@ -4,7 +4,9 @@
 -- subject alternative names, a serial of its own for a replica); connection
 -- strings with sslmode=verify-full that psql uses over TLS; a client
 -- without TLS, with another CA or with a host name the certificate does not
--- name is refused; no key reaches the catalog or a log.
+-- name is refused; the allow option (its refusals, normalization, a client
+-- outside it refused and inside it accepted); no key reaches the catalog or
+-- a log.
 --
 -- Autocommit mode and ON_ERROR_STOP off: see 10_postgres.sql.
 \set ON_ERROR_STOP 0
@@ -12,7 +14,7 @@
 SET client_min_messages = warning;
 \ir helpers.psql
 
-SELECT plan(21);
+SELECT plan(31);
 
 SELECT :'test_dir' || '/managed/tls/ca' AS ca_dir \gset
 SELECT :'ca_dir' || '/ca.crt' AS ca_file \gset
@@ -91,6 +93,39 @@ SELECT dborch.connection_string('tap_tls_pg', 'acme') AS t_uri \gset
 SELECT matches(:'out'::text, '^acme\n.*SSL connection \(protocol: TLSv1\.[23]', 'the tenant''s connection string logs in over verified TLS');
 
 ------------------------------------------------------------------------------
+-- allow: the networks owners and tenants may connect from
+------------------------------------------------------------------------------
+SELECT is(pg_temp.tap_error($$SELECT dborch.deploy('tap_tls_x', 'postgres', '{"allow": ["10.0.0.300/8"]}')$$),
+          '22023: invalid value for option "allow": ''10.0.0.300/8''', 'allow: a bad network is refused (22023)');
+SELECT matches(pg_temp.tap_error_full($$SELECT dborch.deploy('tap_tls_x', 'postgres', '{"allow": ["10.0.0.1/8"]}')$$),
+               '^22023: .*bits set to right of mask', 'allow: a network with host bits is refused, saying why');
+SELECT matches(pg_temp.tap_error($$SELECT dborch.deploy('tap_tls_x', 'postgres', '{"allow": "10.0.0.0/8"}')$$),
+               '^22023: option "allow" must be a list', 'allow: a string instead of a list is refused');
+SELECT matches(pg_temp.tap_error($$SELECT dborch.deploy('tap_tls_x', 'postgres', '{"allow": []}')$$),
+               '^22023: option "allow" must name at least one network', 'allow: an empty list is refused');
+SELECT matches(pg_temp.tap_error_full($$SELECT dborch.deploy('tap_tls_x', 'redis', '{"allow": ["127.0.0.1/32"]}')$$),
+               '^22023: .*Redis has no filter.*\| .*ACL users and a firewall', 'allow on Redis is refused, with a hint');
+BEGIN;
+SELECT is((SELECT spec -> 'allow' FROM dborch.deploy('tap_tls_x', 'postgres', '{"allow": ["10.1.2.3", "2001:db8::/32"]}')),
+          '["10.1.2.3/32", "2001:db8::/32"]'::jsonb, 'allow is normalized: an address alone is a /32');
+ROLLBACK;
+
+SELECT 1 FROM dborch.deploy('tap_tls_out', 'postgres', '{"memory": "32MB", "allow": ["10.0.0.0/8"]}') \g /dev/null
+SELECT 1 FROM dborch.deploy('tap_tls_in', 'postgres', '{"memory": "32MB", "allow": ["127.0.0.0/8", "::1/128"]}') \g /dev/null
+SELECT is((SELECT array_agg(status ORDER BY name) FROM (SELECT (dborch.wait(n, '90s')).* FROM unnest(ARRAY['tap_tls_in', 'tap_tls_out']) n) w),
+          ARRAY['ready', 'ready'], 'deployments that allow 10.0.0.0/8 and 127.0.0.0/8 are ready (dborch''s own checks still connect)');
+SELECT dborch.connection_string('tap_tls_out') AS out_uri \gset
+SELECT dborch.connection_string('tap_tls_in') AS in_uri \gset
+\set out `psql :'out_uri' -XAtq -c 'SELECT 1' 2>&1`
+SELECT matches(:'out'::text, 'no pg_hba.conf entry for host "127.0.0.1", user "owner"', 'a client outside allow is refused');
+\set out `psql :'in_uri' -XAtq -c 'SELECT 1' 2>&1`
+SELECT is(:'out'::text, '1', 'a client inside allow connects');
+SELECT pg_temp.tap_dborch_uri(:'in_uri', 'tap_tls_in') AS in_admin \gset
+\set out `psql :'in_admin' -XAtqc "SELECT string_agg(type || ' ' || array_to_string(user_name, ',') || ' ' || coalesce(address || '/' || netmask, '-'), '; ' ORDER BY line_number) FROM pg_hba_file_rules WHERE type LIKE 'host%'" 2>&1`
+SELECT is(:'out'::text, 'hostssl postgres 127.0.0.1/255.255.255.255; hostssl all 127.0.0.0/255.0.0.0; hostssl all ::1/ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff; hostnossl all -',
+          'pg_hba.conf: dborch''s login from the listen address, one hostssl line per network, nothing without TLS');
+
+------------------------------------------------------------------------------
 -- keys stay in their files
 ------------------------------------------------------------------------------
 SELECT is((SELECT count(*) FROM dborch.events WHERE message LIKE '%PRIVATE KEY%' OR detail::text LIKE '%PRIVATE KEY%'),
@@ -104,6 +139,6 @@ SELECT * FROM finish();
 -- cleanup, also after a failure above
 ------------------------------------------------------------------------------
 SELECT count(dborch.destroy(name)) AS n FROM dborch.deployments
- WHERE name = 'tap_tls_pg' AND status NOT IN ('destroyed', 'destroying') \gset
+ WHERE name LIKE 'tap\_tls\_%' AND status NOT IN ('destroyed', 'destroying') \gset
 SELECT count(pg_temp.tap_settle(name, '60s')) AS n FROM dborch.deployments
- WHERE name = 'tap_tls_pg' AND status = 'destroying' \gset
+ WHERE name LIKE 'tap\_tls\_%' AND status = 'destroying' \gset
