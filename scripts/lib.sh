@@ -66,6 +66,9 @@ chain_sum() {
 	cat "${files[@]}" | sha256sum | cut -c1-64
 }
 
+# The median of the numbers on standard input, one per line ("-" for none).
+median() { sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
 # A TCP port on 127.0.0.1 that nothing listens on, from $1 upward.
 free_port() {
 	local p="${1:-5500}"

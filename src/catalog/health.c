@@ -143,44 +143,6 @@ cat_failover_alert(int64 deployment_id, int64 failed_id, int64 new_primary_id)
 }
 
 /*
- * A deployment in service is ready when all its instances run, down when
- * none does, degraded in between.
- */
-void
-cat_refresh_deployment_status(int64 deployment_id)
-{
-	cat_query("UPDATE dborch.deployments d SET updated_at = pg_catalog.now(), status ="
-			  "   CASE WHEN c.up = c.total THEN 'ready' WHEN c.up = 0 THEN 'down' ELSE 'degraded' END"
-			  " FROM (SELECT pg_catalog.count(*) FILTER (WHERE status = 'running') AS up,"
-			  "              pg_catalog.count(*) AS total"
-			  "       FROM dborch.instances WHERE deployment_id = $1::bigint"
-			  "       AND status <> 'destroyed') c"
-			  " WHERE d.id = $1::bigint AND d.status IN ('ready', 'degraded', 'down')"
-			  " AND d.status IS DISTINCT FROM"
-			  "   CASE WHEN c.up = c.total THEN 'ready' WHEN c.up = 0 THEN 'down' ELSE 'degraded' END",
-			  1, cat_i64(deployment_id));
-}
-
-void
-cat_set_instance_role(int64 id, const char *role)
-{
-	cat_query("UPDATE dborch.instances SET role = $2, updated_at = pg_catalog.now() WHERE id = $1::bigint",
-			  2, cat_i64(id), role);
-}
-
-/*
- * The memory a deployment runs with after a scale.  Its spec stays what
- * deploy() was asked, so that deploy() with the same options stays a no-op.
- */
-void
-cat_set_deployment_memory(int64 id, int64 memory_bytes)
-{
-	cat_query("UPDATE dborch.deployments SET updated_at = pg_catalog.now(), memory_bytes = $2::bigint"
-			  " WHERE id = $1::bigint",
-			  2, cat_i64(id), cat_i64(memory_bytes));
-}
-
-/*
  * An instance went down (or came back): its status, its deployment's
  * status (ready when all instances run, down when none, else degraded), an
  * event, a NOTIFY on dborch_events, an alert, and for a down instance a

@@ -91,6 +91,9 @@ extern char *engine_postgres_conninfo(const char *directory, int port);
 struct pg_conn;
 extern struct pg_conn *engine_postgres_connect(Instance *inst);
 
+/* One value of a query on the instance, with one text parameter (NULL: none); NULL for no row or NULL. */
+extern char *engine_postgres_value(Instance *inst, const char *sql, const char *param);
+
 /* initdb of a data directory with the bootstrap superuser password. */
 extern void engine_postgres_initdb(const char *datadir, const char *password, const char *log_path);
 

@@ -466,6 +466,29 @@ engine_postgres_connect(Instance *inst)
 	return conn;
 }
 
+/* One value of a query with one text parameter (NULL param: none). */
+char *
+engine_postgres_value(Instance *inst, const char *sql, const char *param)
+{
+	PGconn	   *conn = engine_postgres_connect(inst);
+	PGresult   *res = PQexecParams(conn, sql, param ? 1 : 0, NULL, param ? &param : NULL, NULL, NULL, 0);
+	char	   *value = NULL;
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK)
+	{
+		char	   *error = pstrdup(PQresultErrorMessage(res));
+
+		PQclear(res);
+		PQfinish(conn);
+		ereport(ERROR, (errmsg("query on %s:%d failed: %s", inst->host, inst->port, error)));
+	}
+	if (PQntuples(res) > 0 && !PQgetisnull(res, 0, 0))
+		value = pstrdup(PQgetvalue(res, 0, 0));
+	PQclear(res);
+	PQfinish(conn);
+	return value;
+}
+
 static char *
 postgres_connection_string(Instance *inst, const char *password)
 {

@@ -133,21 +133,12 @@ stage_tls(JobContext *ctx)
 	foreach(lc, running_instances(ctx))
 	{
 		Instance   *inst = lfirst(lc);
-		PGconn	   *conn;
-		PGresult   *res;
-		bool		ok;
 
 		if (strcmp(inst->engine, "postgres") != 0)
 			continue;
 		engine_get(inst->engine)->configure_security(inst);
 		engine_get(inst->engine)->configure_network(inst);
-		conn = engine_postgres_connect(inst);
-		res = PQexec(conn, "SELECT pg_catalog.pg_reload_conf()");
-		ok = PQresultStatus(res) == PGRES_TUPLES_OK;
-		PQclear(res);
-		PQfinish(conn);
-		if (!ok)
-			ereport(ERROR, (errmsg("could not reload %s:%d for TLS", inst->host, inst->port)));
+		(void) engine_postgres_value(inst, "SELECT pg_catalog.pg_reload_conf()", NULL);
 	}
 }
 

@@ -30,6 +30,7 @@
 
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "utils/memutils.h"
 
 #include "dborch.h"
 #include "tls.h"
@@ -279,9 +280,14 @@ tls_server_certificate_due(Instance *inst)
 char *
 tls_postgres_uri_params(void)
 {
-	const char *path = tls_ca_file();
+	/* connection_string() runs thousands of times a second: made once per process */
+	static char *params = NULL;
+	const char *path;
 	StringInfoData buf;
 
+	if (params != NULL)
+		return params;
+	path = tls_ca_file();
 	initStringInfo(&buf);
 	appendStringInfoString(&buf, "sslmode=verify-full&sslrootcert=");
 	for (const char *p = path; *p; p++)
@@ -291,5 +297,6 @@ tls_postgres_uri_params(void)
 		else
 			appendStringInfo(&buf, "%%%02X", (unsigned char) *p);
 	}
-	return buf.data;
+	params = MemoryContextStrdup(TopMemoryContext, buf.data);
+	return params;
 }

@@ -46,29 +46,6 @@ slot_name(Instance *replica)
 	return psprintf("dborch_r" INT64_FORMAT, replica->id);
 }
 
-/* One value of a query with one text parameter (NULL param: none). */
-static char *
-pg_value(Instance *inst, const char *sql, const char *param)
-{
-	PGconn	   *conn = engine_postgres_connect(inst);
-	PGresult   *res = PQexecParams(conn, sql, param ? 1 : 0, NULL, param ? &param : NULL, NULL, NULL, 0);
-	char	   *value = NULL;
-
-	if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK)
-	{
-		char	   *error = pstrdup(PQresultErrorMessage(res));
-
-		PQclear(res);
-		PQfinish(conn);
-		ereport(ERROR, (errmsg("query on %s:%d failed: %s", inst->host, inst->port, error)));
-	}
-	if (PQntuples(res) > 0 && !PQgetisnull(res, 0, 0))
-		value = pstrdup(PQgetvalue(res, 0, 0));
-	PQclear(res);
-	PQfinish(conn);
-	return value;
-}
-
 static char *
 redis_info(Instance *inst, const char *section)
 {
@@ -107,7 +84,7 @@ replica_ensure_slot(Instance *primary, Instance *replica)
 {
 	if (!is_postgres(primary))
 		return;
-	(void) pg_value(primary,
+	(void) engine_postgres_value(primary,
 					"SELECT pg_create_physical_replication_slot($1, true)"
 					" WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
 					slot_name(replica));
@@ -118,7 +95,7 @@ replica_drop_slot(Instance *primary, Instance *replica)
 {
 	if (!is_postgres(primary))
 		return;
-	(void) pg_value(primary,
+	(void) engine_postgres_value(primary,
 					"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
 					" WHERE slot_name = $1 AND NOT active",
 					slot_name(replica));
@@ -166,7 +143,7 @@ replica_streaming(Instance *primary, Instance *replica)
 {
 	if (is_postgres(primary))
 	{
-		char	   *active = pg_value(primary, "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+		char	   *active = engine_postgres_value(primary, "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
 									  slot_name(replica));
 
 		return active != NULL && strcmp(active, "t") == 0;
@@ -196,7 +173,7 @@ replica_position(Instance *replica)
 {
 	if (is_postgres(replica))
 	{
-		char	   *lsn = pg_value(replica,
+		char	   *lsn = engine_postgres_value(replica,
 								   "SELECT pg_wal_lsn_diff(coalesce(pg_last_wal_receive_lsn(),"
 								   " pg_last_wal_replay_lsn(), pg_current_wal_lsn()), '0/0')::bigint",
 								   NULL);
@@ -220,11 +197,11 @@ replica_promote(Instance *replica)
 {
 	if (is_postgres(replica))
 	{
-		char	   *in_recovery = pg_value(replica, "SELECT pg_is_in_recovery()", NULL);
+		char	   *in_recovery = engine_postgres_value(replica, "SELECT pg_is_in_recovery()", NULL);
 
 		if (in_recovery != NULL && strcmp(in_recovery, "t") == 0)
 		{
-			char	   *done = pg_value(replica, "SELECT pg_promote(true, 60)", NULL);
+			char	   *done = engine_postgres_value(replica, "SELECT pg_promote(true, 60)", NULL);
 
 			if (done == NULL || strcmp(done, "t") != 0)
 				ereport(ERROR, (errmsg("promotion of %s:%d did not finish", replica->host, replica->port)));
@@ -246,7 +223,7 @@ replica_follow(Instance *primary, Instance *replica)
 	if (is_postgres(replica))
 	{
 		replica_ensure_slot(primary, replica);
-		(void) pg_value(replica, "SELECT pg_reload_conf()", NULL);
+		(void) engine_postgres_value(replica, "SELECT pg_reload_conf()", NULL);
 	}
 	else
 		redis_simple(replica, "REPLICAOF %s %s", primary->host, psprintf("%d", primary->port));
@@ -267,7 +244,7 @@ replica_reconfigure_primary(int64 deployment_id)
 		return;
 	engine_get(primary->engine)->configure_network(primary);
 	if (is_postgres(primary) && strcmp(primary->status, "running") == 0)
-		(void) pg_value(primary, "SELECT pg_reload_conf()", NULL);
+		(void) engine_postgres_value(primary, "SELECT pg_reload_conf()", NULL);
 }
 
 /*
@@ -292,7 +269,7 @@ replica_rejoin(Instance *primary, Instance *former)
 
 		replica_ensure_slot(primary, former);
 		/* pg_rewind reads the new timeline from pg_control: make it current */
-		(void) pg_value(primary, "CHECKPOINT", NULL);
+		(void) engine_postgres_value(primary, "CHECKPOINT", NULL);
 		if (spawn_run(argv, log, 12 * 3600 * 1000) != 0)
 		{
 			ereport(LOG, (errmsg("dborch: pg_rewind of %s:%d failed, taking a new base backup",

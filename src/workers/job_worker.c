@@ -88,10 +88,11 @@ pause_if_asked(JobContext *ctx, const char *stage, bool after)
 	for (;;)
 	{
 		/*
-		 * The file itself every second, not only on SIGHUP: a worker forked
-		 * while the postmaster handled the reload that ended the pause
-		 * ignores that SIGHUP until its handler is set, and would wait for
-		 * ever (TAP 011 did, once, beside a CPU hog).
+		 * The file itself every second, not only on SIGHUP: a reload that
+		 * ends the pause before this worker has set its SIGHUP handler is
+		 * not seen otherwise.  (TAP 011 once waited here for ever beside a
+		 * CPU hog after such a reload; that the lost SIGHUP was the cause is
+		 * inferred from the log's timing, not observed.)
 		 */
 		ConfigReloadPending = false;
 		ProcessConfigFile(PGC_SIGHUP);
